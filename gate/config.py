@@ -1,0 +1,112 @@
+"""Settings: one pydantic model, loaded from YAML, the single source of truth for every knob."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_VAR = "GATE_CONFIG"
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "gate.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(_Strict):
+    id: str = "smollm2-135m-instruct"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    cache_dir: str = "~/.cache/knowledge-gate"
+    system_prompt: str | None = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    thinking: Literal["auto", "gemma4", "think", "prefill"] = "auto"
+
+
+class FeatureSettings(_Strict):
+    positions: int = Field(4, ge=1, le=64, description="last prompt positions read by the lens")
+    recall_band: tuple[float, float] = (0.35, 0.75)
+    hidden_depths: tuple[float, ...] = (0.6, 1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "FeatureSettings":
+        lo, hi = self.recall_band
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError(f"recall_band must satisfy 0 <= low < high <= 1, got {self.recall_band}")
+        if not all(0.0 < d <= 1.0 for d in self.hidden_depths):
+            raise ValueError(f"hidden_depths must lie in (0, 1], got {self.hidden_depths}")
+        return self
+
+
+class Bands(_Strict):
+    low: float = 0.4
+    high: float = 0.7
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Bands":
+        if not 0.0 <= self.low <= self.high <= 1.0:
+            raise ValueError(f"bands must satisfy 0 <= low <= high <= 1, got low={self.low} high={self.high}")
+        return self
+
+
+class Seeds(_Strict):
+    answer: str = "I'm fairly sure I know this (P(knows) = {pct}%). I'll answer directly and briefly."
+    hedge: str = ("I'm not sure I know this (P(knows) = {pct}%). I'll start by saying I'm not certain, "
+                  "then give my best attempt.")
+    abstain: str = ("I probably don't know this (P(knows) = {pct}%). I won't guess; I'll say plainly "
+                    "that I don't know.")
+
+
+class PolicySettings(_Strict):
+    bands: Bands = Bands()
+    mode: Literal["off", "seed", "gate"] = "seed"
+    seeds: Seeds = Seeds()
+    abstention: str = "I don't know the answer to that, and I'd rather not guess."
+
+
+class GenerationSettings(_Strict):
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_key: str | None = None
+    model_name: str | None = None
+    ui: bool = True
+
+
+class Settings(_Strict):
+    model: ModelSettings = ModelSettings()
+    features: FeatureSettings = FeatureSettings()
+    policy: PolicySettings = PolicySettings()
+    generation: GenerationSettings = GenerationSettings()
+    server: ServerSettings = ServerSettings()
+    sidecar_dir: str = "ckpts"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the offending key."""
+
+
+def load_settings(path: str | os.PathLike | None = None) -> Settings:
+    """Load settings from `path`, else $GATE_CONFIG, else ./gate.yaml at the repo root (else defaults)."""
+    chosen = Path(path or os.environ.get(ENV_VAR) or DEFAULT_PATH).expanduser()
+    if not chosen.exists():
+        if path or os.environ.get(ENV_VAR):
+            raise ConfigError(f"config file not found: {chosen}")
+        return Settings()
+    raw = yaml.safe_load(chosen.read_text()) or {}
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"invalid config {chosen}:\n" + "\n".join(lines)) from None
+    # API key may come from the environment so it never sits in a file.
+    if settings.server.api_key is None and os.environ.get("GATE_API_KEY"):
+        settings.server.api_key = os.environ["GATE_API_KEY"]
+    return settings

@@ -1,0 +1,118 @@
+"""Signal A (logit-lens trajectory) and Signal B (MLP-write direct logit attribution) as named features.
+
+Everything is computed where the captured tensors live; only small float16 arrays move to the CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gate.config import FeatureSettings
+from gate.engine.arch import ArchMap
+from gate.engine.capture import Capture
+from gate.engine.lens import distribution_stats, lens_logits
+
+# Per-layer features, each read at the final prompt position ("_last") and averaged over the last K ("_avg").
+_PER_POSITION = ("entropy", "margin", "maxprob", "kl_prev", "p_final_top",   # Signal A
+                 "write_ratio", "peakedness", "write_cos", "dla_top_z")      # Signal B
+LAYER_FEATURES: tuple[str, ...] = tuple(f"{n}_{w}" for w in ("last", "avg") for n in _PER_POSITION)
+GLOBAL_FEATURES: tuple[str, ...] = (
+    "final_entropy", "final_margin", "final_maxprob", "settling_frac", "min_entropy", "min_entropy_frac",
+    "band_entropy", "band_kl", "band_peakedness", "band_write_ratio", "band_peak_max", "band_peak_argmax_frac",
+    "band_p_final_top", "log_prompt_tokens",
+)
+_ROWS_PER_CHUNK = 512  # lens rows per matrix product: bounds the [rows, vocab] temporaries
+
+
+@dataclass
+class Features:
+    layer: np.ndarray      # [B, L, F] float16
+    globals: np.ndarray    # [B, G] float16
+    hidden: np.ndarray     # [B, H, d] float16: final-position residual at the configured depths
+    top_tokens: np.ndarray  # [B, L] int: lens top-1 token per layer at the final position
+
+    def __getitem__(self, i: int | slice) -> "Features":
+        return Features(self.layer[i], self.globals[i], self.hidden[i], self.top_tokens[i])
+
+
+def band_layers(num_layers: int, band: tuple[float, float]) -> slice:
+    """Layer indices of the mid-depth recall band, at least one layer wide."""
+    lo = int(round(band[0] * num_layers))
+    hi = max(lo + 1, int(round(band[1] * num_layers)))
+    return slice(lo, min(hi, num_layers))
+
+
+def hidden_layer_indices(num_layers: int, depths: tuple[float, ...]) -> list[int]:
+    return [max(0, int(round(d * num_layers)) - 1) for d in depths]
+
+
+def _chunk_features(arch: ArchMap, resid: torch.Tensor, mid: torch.Tensor, write: torch.Tensor) -> torch.Tensor:
+    """Per-layer, per-position features [b, L, K, 9] for a chunk of examples."""
+    b, L, K, d = resid.shape
+    logits = lens_logits(arch, torch.cat([resid, write], dim=0).reshape(-1, d))  # one product for both signals
+    r_logits, w_logits = logits.reshape(2 * b, L, K, -1).split(b, dim=0)
+    del logits
+    a = distribution_stats(r_logits)
+    logp = a.pop("logp")
+    kl = torch.zeros_like(a["entropy"])
+    kl[:, 1:] = (logp[:, 1:].exp() * (logp[:, 1:] - logp[:, :-1])).sum(-1)
+    final_top = a["argmax"][:, -1:, :, None].expand(b, L, K, 1)  # the last layer's pick, at each position
+    p_final_top = logp.gather(-1, final_top).squeeze(-1).exp()
+    del logp, r_logits
+
+    wlogp = torch.log_softmax(w_logits, dim=-1)
+    vocab = w_logits.shape[-1]
+    peaked = float(np.log(vocab)) + (wlogp.exp() * wlogp).sum(-1)
+    top_logit = w_logits.gather(-1, final_top).squeeze(-1)
+    dla_z = (top_logit - w_logits.mean(-1)) / w_logits.std(-1).clamp_min(1e-6)
+    del wlogp, w_logits
+
+    ratio = write.float().norm(dim=-1) / mid.float().norm(dim=-1).clamp_min(1e-6)
+    cos = torch.zeros_like(ratio)
+    cos[:, 1:] = torch.nn.functional.cosine_similarity(write[:, 1:].float(), write[:, :-1].float(), dim=-1)
+    cols = [a["entropy"], a["margin"], a["maxprob"], kl, p_final_top, ratio, peaked, cos, dla_z]
+    return torch.stack(cols, dim=-1), a["argmax"][:, :, -1]
+
+
+@torch.inference_mode()
+def compute_features(arch: ArchMap, cap: Capture, settings: FeatureSettings) -> Features:
+    """Turn one capture (batched) into per-layer features, global scalars and hidden-state summaries."""
+    B, L, K, _ = cap.resid.shape
+    step = max(1, _ROWS_PER_CHUNK // (2 * L * K))
+    per_pos, tops = [], []
+    for s in range(0, B, step):
+        sl = slice(s, s + step)
+        f, t = _chunk_features(arch, cap.resid[sl], cap.resid_mid[sl], cap.write[sl])
+        per_pos.append(f)
+        tops.append(t)
+    per_pos_t = torch.cat(per_pos)                 # [B, L, K, 9]
+    # "avg" over the last K real positions: left padding means the last K are content unless the prompt is shorter.
+    real = cap.attention_mask[:, -K:].to(per_pos_t.dtype)[:, None, :, None]
+    avg = (per_pos_t * real).sum(2) / real.sum(2).clamp_min(1)
+    layer = torch.cat([per_pos_t[:, :, -1], avg], dim=-1)  # [B, L, 18]
+    top = torch.cat(tops)                          # [B, L]
+
+    col = {n: layer[..., i] for i, n in enumerate(LAYER_FEATURES)}
+    band = band_layers(L, settings.recall_band)
+    changes = (top[:, 1:] != top[:, :-1]).float() * torch.arange(1, L, device=top.device)
+    peak_band = col["peakedness_last"][:, band]
+    ent = col["entropy_last"]
+    glob = torch.stack([
+        ent[:, -1], col["margin_last"][:, -1], col["maxprob_last"][:, -1],
+        changes.max(dim=1).values / max(L - 1, 1),
+        ent.min(dim=1).values, ent.argmin(dim=1).float() / max(L - 1, 1),
+        ent[:, band].mean(1), col["kl_prev_last"][:, band].mean(1), peak_band.mean(1),
+        col["write_ratio_last"][:, band].mean(1), peak_band.max(1).values,
+        (peak_band.argmax(1).float() + band.start) / max(L - 1, 1),
+        col["p_final_top_last"][:, band].mean(1),
+        torch.log(cap.attention_mask.sum(1).float()),
+    ], dim=-1)
+    hidden = cap.resid[:, hidden_layer_indices(L, settings.hidden_depths), -1]
+    return Features(
+        layer=layer.to("cpu", torch.float16).numpy(),
+        globals=glob.to("cpu", torch.float16).numpy(),
+        hidden=hidden.to("cpu", torch.float16).numpy(),
+        top_tokens=top.cpu().numpy(),
+    )
