@@ -1,0 +1,115 @@
+"""Plotly figures for the view: pure functions of the gate's numbers, so they are testable without a model.
+
+Layers are shown 1-based ("layer l" is the residual after decoder block l), matching how people count depth.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from gate.engine.features import LAYER_FEATURES
+from gate.turns import Decision
+
+# One colour per decision, shared by the gauge zones, the verdict badge and the head-to-head marks.
+DECISION_COLORS: dict[str, str] = {"abstain": "#e45756", "hedge": "#f2b447", "answer": "#54a24b"}
+_BAND_FILL = "rgba(99, 110, 250, 0.12)"
+_HEIGHT = 320
+
+
+def _layout(fig: go.Figure, title: str) -> go.Figure:
+    fig.update_layout(title=title, height=_HEIGHT, margin=dict(l=50, r=50, t=60, b=40),
+                      legend=dict(orientation="h", y=-0.2), template="plotly_white")
+    return fig
+
+
+def _column(layer: np.ndarray, name: str) -> np.ndarray:
+    """One per-layer feature of a single example's [L, F] matrix, as float64 for plotting."""
+    return np.asarray(layer[:, LAYER_FEATURES.index(name)], dtype=np.float64)
+
+
+def gauge(p_knows: float | None, bands: tuple[float, float], decision: Decision | None) -> go.Figure:
+    """P(knows) on a 0–1 dial whose coloured zones are exactly the policy's abstain / hedge / answer bands."""
+    low, high = bands
+    zones = [("abstain", 0.0, low), ("hedge", low, high), ("answer", high, 1.0)]
+    verdict = decision or ("no sidecar" if p_knows is None else "")
+    fig = go.Figure(go.Indicator(
+        mode="gauge+number" if p_knows is not None else "gauge",
+        value=p_knows if p_knows is not None else 0.0,
+        number=dict(valueformat=".1%"),
+        gauge=dict(
+            axis=dict(range=[0, 1], tickvals=[0, low, high, 1], tickformat=".0%"),
+            bar=dict(color="#333333", thickness=0.3),
+            steps=[dict(range=[a, b], color=DECISION_COLORS[name], name=name) for name, a, b in zones],
+        ),
+    ))
+    return _layout(fig, f"P(knows) → {verdict}")
+
+
+def _band_rect(fig: go.Figure, band: slice) -> None:
+    """Shade the recall band, edges half a layer out so the band's first and last layers sit inside."""
+    fig.add_vrect(x0=band.start + 0.5, x1=band.stop + 0.5, fillcolor=_BAND_FILL, line_width=0,
+                  layer="below", annotation_text="recall band", annotation_position="top left")
+
+
+def _two_axis(layer: np.ndarray, band: slice, left: tuple[str, str], right: tuple[str, str], title: str) -> go.Figure:
+    """Two per-layer features on their own y axes over one shared layer axis, recall band shaded."""
+    x = np.arange(1, layer.shape[0] + 1)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=x, y=_column(layer, left[0]), name=left[1], mode="lines+markers"))
+    fig.add_trace(go.Scatter(x=x, y=_column(layer, right[0]), name=right[1], mode="lines+markers", yaxis="y2"))
+    fig.update_layout(xaxis=dict(title="layer", range=[0.5, layer.shape[0] + 0.5]),
+                      yaxis=dict(title=left[1]), yaxis2=dict(title=right[1], overlaying="y", side="right"))
+    _band_rect(fig, band)
+    return _layout(fig, title)
+
+
+def signal_a(layer: np.ndarray, band: slice) -> go.Figure:
+    """Logit-lens trajectory at the final prompt position: how sure each depth already is of the next token."""
+    return _two_axis(layer, band, ("entropy_last", "lens entropy (nats)"), ("margin_last", "top-1 margin"),
+                     "Signal A: logit lens by layer")
+
+
+def strongest_layer(layer: np.ndarray, band: slice) -> int:
+    """0-based layer of the most peaked MLP write inside the recall band (where facts are recalled, not formatted)."""
+    return band.start + int(np.argmax(_column(layer, "peakedness_last")[band]))
+
+
+def signal_b(layer: np.ndarray, band: slice) -> go.Figure:
+    """MLP-write strength and peakedness by layer, with the band's strongest recall write marked."""
+    fig = _two_axis(layer, band, ("write_ratio_last", "‖write‖ / ‖residual‖"),
+                    ("peakedness_last", "write peakedness (nats)"), "Signal B: MLP writes by layer")
+    top = strongest_layer(layer, band)
+    fig.add_trace(go.Scatter(x=[top + 1], y=[_column(layer, "peakedness_last")[top]], yaxis="y2",
+                             mode="markers+text", name="strongest", text=[f"layer {top + 1}"],
+                             textposition="top center", marker=dict(size=14, symbol="star", color="#d62728")))
+    return fig
+
+
+def forming_depths(num_layers: int, band: slice) -> list[int]:
+    """0-based layers worth reading: first, recall-band start / middle / end, and final."""
+    picks = [0, band.start, (band.start + band.stop - 1) // 2, band.stop - 1, num_layers - 1]
+    return sorted(set(picks))
+
+
+FORMING_COLUMNS = ["layer", "depth", "lens top-1", "p(top-1)", "in recall band"]
+
+
+def forming_rows(top_tokens: np.ndarray, layer: np.ndarray, band: slice,
+                 decode: Callable[[int], str]) -> list[list]:
+    """"What's forming": the lens's top token at a few depths, with its probability, as table rows."""
+    num_layers = len(top_tokens)
+    maxprob = _column(layer, "maxprob_last")
+    return [[l + 1, f"{(l + 1) / num_layers:.0%}", repr(decode(int(top_tokens[l]))), round(float(maxprob[l]), 3),
+             band.start <= l < band.stop] for l in forming_depths(num_layers, band)]
+
+
+def verdict_html(p_knows: float | None, decision: Decision | None, extra: Sequence[str] = ()) -> str:
+    """A coloured badge with the probability and decision, in plain text the browser test can read."""
+    if p_knows is None or decision is None:
+        return "<div><b>no verdict</b>: no P(knows) (mode off, or no sidecar for this model)</div>"
+    color = DECISION_COLORS[decision]
+    tail = "".join(f" · {e}" for e in extra)
+    return (f"<div style='padding:8px 12px;border-radius:8px;background:{color};color:#fff;"
+            f"font-size:1.2em'>P(knows) = <b>{p_knows:.1%}</b> → <b>{decision}</b>{tail}</div>")
