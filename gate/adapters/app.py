@@ -1,0 +1,202 @@
+"""The OpenAI-compatible HTTP server: point any OpenAI-client app at the gate.
+
+`create_app` takes a ready Gate (tests pass the real one; `serve` builds it once), so the app itself loads
+nothing and every request goes through the same single queue in front of the one model instance.
+"""
+from __future__ import annotations
+
+import hmac
+import importlib.util
+import json
+import logging
+import time
+from dataclasses import asdict
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
+
+import anyio
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from gate.adapters import errors
+from gate.adapters.errors import APIError
+from gate.adapters.runner import Turn, TurnRunner
+from gate.adapters.types import (ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice,
+                                 DeltaMessage, GateInfo, ModelCard, ModelList, Usage, finish_reason)
+from gate.config import Settings
+from gate.turns import Delta, GateView, TurnError, TurnResult
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client hung up before its answer was ready."""
+
+
+async def unless_gone(request: Request, work: Callable[[], Awaitable[T]]) -> T:
+    """Run `work()`, but call it off as soon as the client hangs up (also while it waits in the queue)."""
+    outcome: list[T] = []
+    failure: Exception | None = None
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch, group.cancel_scope)
+        try:
+            outcome.append(await work())
+        except Exception as exc:  # re-raised as itself below, not wrapped in a task group's ExceptionGroup
+            failure = exc
+        group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    if not outcome:
+        raise ClientGone
+    return outcome[0]
+
+
+class TurnStream(StreamingResponse):
+    """An SSE response that calls its turn off when it ends for any reason, a vanished client included."""
+
+    def __init__(self, content: AsyncIterator[str], turn: Turn):
+        super().__init__(content, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self.turn = turn
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.turn.cancel()
+
+
+def sse(payload: ChatCompletionChunk | dict) -> str:
+    data = payload.model_dump_json() if isinstance(payload, ChatCompletionChunk) else json.dumps(payload)
+    return f"data: {data}\n\n"
+
+
+async def chunks(model: str, view: GateView, events: AsyncIterator, include_usage: bool) -> AsyncIterator[str]:
+    """The turn as OpenAI chunks: role + gate first, then deltas, then finish (+ usage), then [DONE]."""
+    head = ChatCompletionChunk(model=model, choices=[ChunkChoice(delta=DeltaMessage(role="assistant", content=""))],
+                               gate=GateInfo.of(view))
+    same = {"id": head.id, "created": head.created, "model": model}
+    yield sse(head)
+    try:
+        async for event in events:
+            if isinstance(event, Delta):
+                field = "reasoning_content" if event.channel == "reasoning" else "content"
+                yield sse(ChatCompletionChunk(**same, choices=[ChunkChoice(delta=DeltaMessage(**{field: event.text}))]))
+            elif isinstance(event, TurnResult):
+                yield sse(ChatCompletionChunk(**same, gate=GateInfo.of(view, event), choices=[
+                    ChunkChoice(delta=DeltaMessage(), finish_reason=finish_reason(event))]))
+                if include_usage:
+                    yield sse(ChatCompletionChunk(**same, choices=[], usage=Usage.of(event)))
+    except Exception as exc:  # headers are sent: report in-band, as OpenAI-compatible servers do
+        if isinstance(exc, TurnError):
+            failure = errors.from_turn(exc)
+        else:
+            log.exception("stream failed")
+            failure = APIError(500, f"generation failed: {type(exc).__name__}", kind="server_error")
+        yield sse(failure.body())
+    yield "data: [DONE]\n\n"
+
+
+def require_key(settings: Settings) -> Callable[..., Awaitable[None]]:
+    """A dependency enforcing `Authorization: Bearer <api_key>` when a key is configured."""
+    async def check(authorization: str | None = Header(None)) -> None:
+        key = settings.server.api_key
+        if key is None:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+            raise APIError(401, "Missing or incorrect API key: send 'Authorization: Bearer <key>'.",
+                           code="invalid_api_key")
+    return check
+
+
+def create_app(settings: Settings, gate) -> FastAPI:
+    """The API around one ready Gate: /v1/chat/completions, /v1/models, /health (+ the UI at /ui if enabled)."""
+    served = settings.server.model_name or settings.model.id
+    started = int(time.time())
+    runner = TurnRunner(gate)
+    app = FastAPI(title="knowledge-gate", summary="OpenAI-compatible chat with a knowledge gate")
+    app.state.runner = runner
+    errors.install(app)
+    api = APIRouter(prefix="/v1", dependencies=[Depends(require_key(settings))])
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": served, **asdict(runner.stats)}
+
+    @api.get("/models")
+    async def models() -> ModelList:
+        return ModelList(data=[ModelCard(id=served, created=started)])
+
+    @api.get("/models/{model_id}")
+    async def model(model_id: str) -> ModelCard:
+        check_model(model_id)
+        return ModelCard(id=served, created=started)
+
+    def check_model(name: str) -> None:
+        if name != served:
+            raise APIError(404, f"The model '{name}' does not exist; this server serves '{served}'.",
+                           param="model", code="model_not_found")
+
+    @api.post("/chat/completions", response_model=None)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response | ChatCompletion:
+        check_model(body.model)
+        turn: Turn | None = None
+
+        async def begin() -> Turn:
+            nonlocal turn
+            turn = await runner.start(body.turns(), body.overrides())
+            return turn
+
+        async def whole() -> TurnResult:
+            return await (await begin()).result()
+
+        async def opened() -> tuple[AsyncIterator, GateView]:
+            events = (await begin()).events()
+            return events, await anext(events)
+
+        handed_off = False  # a stream's turn belongs to its response from then on
+        try:
+            if not body.stream:
+                return ChatCompletion.of(served, await unless_gone(request, whole))
+            events, view = await unless_gone(request, opened)  # errors before the first token are plain HTTP errors
+            handed_off = True
+            return TurnStream(chunks(served, view, events, body.include_usage), turn)
+        except ClientGone:
+            return Response(status_code=499)
+        finally:
+            if turn is not None and not handed_off:
+                turn.cancel()
+
+    app.include_router(api)
+    if settings.server.ui:
+        mount_ui(app, settings, gate)
+    return app
+
+
+def mount_ui(app: FastAPI, settings: Settings, gate) -> None:
+    """Mount the Gradio view at /ui when `gate.adapters.ui` provides `build_ui(settings, gate)`."""
+    build = None
+    if importlib.util.find_spec("gate.adapters.ui") is not None:
+        from gate.adapters import ui
+        build = getattr(ui, "build_ui", None)
+    if build is None:
+        log.warning("server.ui is on but gate.adapters.ui.build_ui is not available; serving the API only")
+        return
+    import gradio as gr
+    gr.mount_gradio_app(app, build(settings, gate), path="/ui")
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Load the model and sidecar once, then serve until interrupted (what `gate serve` runs)."""
+    import uvicorn
+
+    from gate.pipeline import Gate
+    app = create_app(settings, Gate(settings))
+    uvicorn.run(app, host=host or settings.server.host, port=port or settings.server.port)
