@@ -42,6 +42,7 @@ class GateView:
     bands: tuple[float, float]
     seed_text: str | None          # the seed opened in the thinking channel, if any
     probe_ms: float
+    note: str | None = None        # why there is no gate reading in a gated mode (e.g. no sidecar for the model)
 
 
 @dataclass

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
-from gate.engine.capture import Capture
+from gate.engine.capture import Capture, position_ids_for
 
 
 @dataclass
@@ -16,6 +16,24 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Prefill:
+    """What decoding needs from a prompt forward; a probe's Capture carries the same fields."""
+    logits: torch.Tensor          # [B, K, V], the last position's row is used
+    past_key_values: Any
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+
+
+@torch.inference_mode()
+def prefill(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Prefill:
+    """A plain prompt forward without hooks or features: the baseline the probe is measured against."""
+    position_ids = position_ids_for(attention_mask)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                use_cache=True, logits_to_keep=1)
+    return Prefill(out.logits, out.past_key_values, attention_mask, position_ids)
 
 
 def stop_token_ids(tokenizer) -> list[int]:
@@ -41,9 +59,9 @@ def pick(logits: torch.Tensor, params: SamplingParams, generator: torch.Generato
 
 
 @torch.inference_mode()
-def continue_tokens(model: torch.nn.Module, cap: Capture, params: SamplingParams, eos_ids: list[int],
+def continue_tokens(model: torch.nn.Module, cap: Capture | Prefill, params: SamplingParams, eos_ids: list[int],
                     extra_ids: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
-    """Yield next-token ids [B] step by step from the probe's cache, after appending `extra_ids` [B, S].
+    """Yield next-token ids [B] step by step from the probe's (or a plain prefill's) cache, after `extra_ids` [B, S].
 
     Rows that finished keep yielding their EOS id; the iterator ends when every row has stopped or
     `max_tokens` were produced. Closing the iterator early frees the engine at once.

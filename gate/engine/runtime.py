@@ -8,7 +8,7 @@ import torch
 from gate.config import Settings
 from gate.engine.arch import ArchMap, arch_map
 from gate.engine.capture import Capture, capture
-from gate.engine.chat import render_prompt
+from gate.engine.chat import ThinkingFormat, render_prompt, thinking_format
 from gate.engine.features import Features, compute_features
 from gate.engine.loading import LoadedModel, load_model
 
@@ -26,13 +26,16 @@ class Engine:
         self.loaded = loaded or load_model(settings.model)
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         self.arch: ArchMap = arch_map(self.model)
+        self.thinking: ThinkingFormat = thinking_format(self.tokenizer, settings.model.thinking)
 
     @property
     def device(self) -> torch.device:
         return self.loaded.device
 
     def prompt(self, messages: list[dict], **template_kwargs) -> str:
-        return render_prompt(self.tokenizer, messages, self.settings.model.system_prompt, **template_kwargs)
+        """The prompt as served: pinned system prompt, thinking enabled where the model has a channel."""
+        kwargs = {**self.thinking.template_kwargs, **template_kwargs}
+        return render_prompt(self.tokenizer, messages, self.settings.model.system_prompt, **kwargs)
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded ids and mask; templated text already carries its special tokens."""

@@ -1,0 +1,208 @@
+"""The one chat-turn entry point every adapter uses: messages + overrides in, a gated reply out.
+
+A turn runs ONE prompt forward: the probe (with hooks) is also the generation's prefill. The sidecar
+turns its features into P(knows), the policy picks a band, the seed opens the thought, and decoding
+continues from the probe's KV cache. In `off` mode the prompt forward runs without hooks (the baseline).
+
+Thread safety: one model instance serves one turn at a time. Each turn holds `Gate.lock` (a plain
+`threading.Lock`) from its prompt forward to its last token; waiting turns are admitted in whatever
+order the OS wakes them (no strict FIFO). A stream holds the lock until it is exhausted or closed,
+so adapters must close a stream they abandon (a client that disconnects).
+Timings count from the moment the turn gets the model; time spent waiting for the lock is excluded.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from pydantic import ValidationError
+
+from gate.config import Bands, GenerationSettings, Settings
+from gate.engine.chat import normalize_messages, opens_thought, seed_opening
+from gate.engine.features import Features
+from gate.engine.generate import SamplingParams, continue_tokens, prefill, stop_token_ids
+from gate.engine.lens import lens_logits
+from gate.engine.reply import ReplySplitter
+from gate.engine.runtime import Engine
+from gate.policy import decide, resolve_bands, seed_text
+from gate.turns import Delta, GateView, Mode, PromptTooLong, TurnError, TurnEvent, TurnOverrides, TurnResult
+
+LENS_TOP_K = 5  # tokens shown per layer by the probe view
+_LOAD = object()  # Gate's default: load the sidecar checkpoint made for the served model
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000
+
+
+@dataclass
+class ProbeReport:
+    """What `gate probe` and the UI's Probe tab show: the gate's reading of a prompt, nothing generated."""
+    gate: GateView
+    prompt: str                              # the prompt text exactly as served
+    prompt_tokens: int
+    features: Features                       # one row: layer [1, L, F], globals [1, G], hidden, top_tokens
+    lens: list[list[tuple[str, float]]]      # per layer: top tokens of the logit lens at the final position
+
+
+@dataclass
+class _Turn:
+    """A validated request, ready to run."""
+    mode: Mode
+    bands: Bands
+    params: SamplingParams
+    prompt: str
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+
+class Gate:
+    """A loaded model + its sidecar + the policy, serving chat turns one at a time."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None, sidecar: Any = _LOAD):
+        """`sidecar`: by default the checkpoint for this model (None if there is none); tests pass their own."""
+        self.settings = settings
+        self.engine = engine or Engine(settings)
+        if sidecar is _LOAD:
+            from gate.sidecar import load_for
+            sidecar = load_for(self.engine)
+        self.sidecar = sidecar  # anything with predict_proba(Features) -> [B]
+        self.lock = threading.Lock()
+        self.eos_ids = stop_token_ids(self.engine.tokenizer)
+        text_config = self.engine.model.config.get_text_config()
+        self.context_window: int = getattr(text_config, "max_position_embeddings", None) or 2 ** 31
+
+    # ---- public API -------------------------------------------------------------------------------
+
+    def chat(self, messages: list[dict], overrides: TurnOverrides | None = None) -> TurnResult:
+        """A whole turn; raises TurnError / PromptTooLong for a request it cannot serve."""
+        result = None
+        for event in self.stream(messages, overrides):
+            result = event
+        assert isinstance(result, TurnResult)
+        return result
+
+    def stream(self, messages: list[dict], overrides: TurnOverrides | None = None) -> Iterator[TurnEvent]:
+        """Validate now (errors raise here, before any event), then yield GateView, Delta…, TurnResult."""
+        return self._run(self._prepare(messages, overrides or TurnOverrides()))
+
+    def probe(self, messages: list[dict], overrides: TurnOverrides | None = None) -> ProbeReport:
+        """Read the prompt as it would be served and report what the gate sees; generates nothing."""
+        turn = self._prepare(messages, overrides or TurnOverrides(), budget=0)
+        with self.lock, torch.inference_mode():
+            start = time.perf_counter()
+            probe = self.engine.probe_ids(turn.input_ids, turn.attention_mask)
+            p = self._p_knows(probe.features)
+            view = self._view(turn, p, start)
+            final = probe.capture.resid[0, :, -1]                       # [L, d] final prompt position
+            top = torch.softmax(lens_logits(self.engine.arch, final), -1).topk(LENS_TOP_K, dim=-1)
+        tok = self.engine.tokenizer
+        lens = [[(tok.decode([i]), float(v)) for i, v in zip(ids.tolist(), vals.tolist())]
+                for ids, vals in zip(top.indices, top.values)]
+        return ProbeReport(view, turn.prompt, int(turn.input_ids.shape[1]), probe.features[:1], lens)
+
+    # ---- one turn ---------------------------------------------------------------------------------
+
+    def _prepare(self, messages: list[dict], ov: TurnOverrides, budget: int | None = None) -> _Turn:
+        """Resolve overrides against the config and render the prompt; every bad input raises TurnError here."""
+        cfg = self.settings
+        mode = ov.mode or cfg.policy.mode
+        if mode not in ("off", "seed", "gate"):
+            raise TurnError(f"mode must be off, seed or gate, got {mode!r}", param="mode")
+        bands = resolve_bands(cfg.policy.bands, ov.bands)
+        gen = cfg.generation.model_dump()
+        gen.update({k: v for k, v in (("max_tokens", ov.max_tokens), ("temperature", ov.temperature),
+                                      ("top_p", ov.top_p)) if v is not None})
+        try:
+            gen = GenerationSettings(**gen)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise TurnError(f"{err['loc'][0]}: {err['msg']}", param=str(err["loc"][0])) from None
+        if not isinstance(ov.stop, list) or not all(isinstance(s, str) for s in ov.stop):
+            raise TurnError("stop must be a list of strings", param="stop")
+        params = SamplingParams(gen.max_tokens, gen.temperature, gen.top_p, ov.seed, list(ov.stop))
+        prompt = self.engine.prompt(normalize_messages(messages))
+        ids, mask = self.engine.encode([prompt])
+        needed = ids.shape[1] + (self._seed_room(prompt, mode) + gen.max_tokens if budget is None else budget)
+        if needed > self.context_window:
+            raise PromptTooLong(f"the prompt has {ids.shape[1]} tokens; with the seed and max_tokens="
+                                f"{gen.max_tokens} the turn needs {needed}, beyond the model's context window "
+                                f"of {self.context_window}", param="messages", code="context_length_exceeded")
+        return _Turn(mode, bands, params, prompt, ids, mask)
+
+    def _seed_room(self, prompt: str, mode: Mode) -> int:
+        """Tokens the longest seed may add (0 in off mode), so a too-long turn fails before the probe."""
+        if mode == "off":
+            return 0
+        seeds = self.settings.policy.seeds
+        return max(len(self._tokens(seed_opening(prompt, self.engine.thinking, seed_text(seeds, d, 1.0))))
+                   for d in ("answer", "hedge", "abstain"))
+
+    def _tokens(self, text: str) -> list[int]:
+        return self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _p_knows(self, features: Features) -> float | None:
+        return None if self.sidecar is None else float(self.sidecar.predict_proba(features)[0])
+
+    def _view(self, turn: _Turn, p: float | None, start: float) -> GateView:
+        """The gate's reading; in `off` mode nothing is seeded, and a missing sidecar is said, not hidden."""
+        bands, ms = (turn.bands.low, turn.bands.high), _ms_since(start)
+        if p is None:
+            note = None if turn.mode == "off" else f"no sidecar for {self.engine.loaded.model_id}: not gated"
+            return GateView(None, None, turn.mode, bands, None, ms, note=note)
+        decision = decide(p, turn.bands)
+        seed = None if turn.mode == "off" else seed_text(self.settings.policy.seeds, decision, p)
+        return GateView(p, decision, turn.mode, bands, seed, ms)
+
+    def _run(self, turn: _Turn) -> Iterator[TurnEvent]:
+        with self.lock:
+            yield from self._generate(turn)
+
+    def _generate(self, turn: _Turn) -> Iterator[TurnEvent]:
+        engine, fmt = self.engine, self.engine.thinking
+        start = time.perf_counter()
+        if turn.mode == "off":
+            cache, p = prefill(engine.model, turn.input_ids, turn.attention_mask), None
+        else:
+            probe = engine.probe_ids(turn.input_ids, turn.attention_mask)
+            cache, p = probe.capture, self._p_knows(probe.features)
+        view = self._view(turn, p, start)
+        yield view
+        prompt_tokens = int(turn.input_ids.shape[1])
+
+        if turn.mode == "gate" and view.decision == "abstain":
+            first, text = _ms_since(start), self.settings.policy.abstention
+            yield Delta("content", text)
+            yield TurnResult(view, "", text, "abstain", prompt_tokens, 0, first, _ms_since(start))
+            return
+
+        seed = view.seed_text
+        extra_ids = torch.tensor([self._tokens(seed_opening(turn.prompt, fmt, seed) if seed else "")],
+                                 dtype=torch.long, device=engine.device)
+        in_thought = opens_thought(turn.prompt, fmt) or bool(seed and fmt.has_channel)
+        splitter = ReplySplitter(engine.tokenizer, fmt, in_thought, turn.params.stop)
+        if seed and fmt.has_channel:  # the seed is the start of the model's visible thought
+            splitter.text["reasoning"] = seed
+            yield Delta("reasoning", seed)
+        steps = continue_tokens(engine.model, cache, turn.params, self.eos_ids, extra_ids)
+        first, count, finish = None, 0, "length"
+        try:
+            for tok in steps:
+                token_id = int(tok[0])
+                first = first if first is not None else _ms_since(start)
+                if token_id in self.eos_ids:
+                    finish = "stop"
+                    break
+                count += 1
+                yield from splitter.push(token_id)
+                if splitter.stopped:
+                    finish = "stop"
+                    break
+        finally:
+            steps.close()  # ends decoding at once, also when the consumer closes this stream early
+        yield from splitter.finish()
+        yield TurnResult(view, splitter.text["reasoning"], splitter.text["content"], finish, prompt_tokens, count,
+                         first if first is not None else _ms_since(start), _ms_since(start))
