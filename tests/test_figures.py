@@ -66,24 +66,29 @@ def test_signal_b_marks_the_strongest_write_inside_the_band(layer, band):
     assert len(ratio.x) == len(peaked.x) == L
     assert list(mark.x) == [18] and mark.y[0] == pytest.approx(5.0)
     assert len(fig.layout.shapes) == 1
+    assert fig.layout.yaxis.type == "log"  # write ratios span orders of magnitude across depth
 
 
-def test_forming_rows_read_top_tokens_at_band_edges_and_ends(layer, band):
-    tokens = np.arange(100, 100 + L)
-    rows = figures.forming_rows(tokens, layer, band, decode=lambda t: f"tok{t}")
+def _lens(num_layers: int) -> list[list[tuple[str, float]]]:
+    """Per layer, three (token, prob) pairs named after the layer, most probable first."""
+    return [[(f" tok{l}", 0.5), (f"alt{l}", 0.2), ("\n", 0.1)] for l in range(num_layers)]
+
+
+def test_forming_rows_read_top_tokens_at_band_edges_and_ends(band):
+    rows = figures.forming_rows(_lens(L), band)
     layers = [r[0] for r in rows]
     assert layers[0] == 1 and layers[-1] == L
     assert band.start + 1 in layers and band.stop in layers
     assert layers == sorted(set(layers))
     for row in rows:
         assert len(row) == len(figures.FORMING_COLUMNS)
-        assert row[2] == repr(f"tok{100 + row[0] - 1}")
-        assert row[4] == (band.start < row[0] <= band.stop)
+        assert row[2] == repr(f" tok{row[0] - 1}") and row[3] == 0.5
+        assert row[4] == f"'alt{row[0] - 1}' 0.20 · '\\n' 0.10"
+        assert row[5] == (band.start < row[0] <= band.stop)
 
 
 def test_forming_rows_on_a_tiny_model_do_not_repeat_layers():
-    tiny = np.zeros((2, len(LAYER_FEATURES)))
-    rows = figures.forming_rows(np.array([5, 6]), tiny, band_layers(2, (0.35, 0.75)), decode=str)
+    rows = figures.forming_rows(_lens(2), band_layers(2, (0.35, 0.75)))
     assert [r[0] for r in rows] == [1, 2]
 
 
@@ -91,3 +96,4 @@ def test_verdict_badge_uses_the_decision_colour():
     html = figures.verdict_html(0.123, "abstain")
     assert "12.3%" in html and "abstain" in html and figures.DECISION_COLORS["abstain"] in html
     assert "no verdict" in figures.verdict_html(None, None)
+    assert "no sidecar for &lt;m&gt;" in figures.verdict_html(None, None, note="no sidecar for <m>")

@@ -4,7 +4,8 @@ Layers are shown 1-based ("layer l" is the residual after decoder block l), matc
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import html
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -20,7 +21,7 @@ _HEIGHT = 320
 
 def _layout(fig: go.Figure, title: str) -> go.Figure:
     fig.update_layout(title=title, height=_HEIGHT, margin=dict(l=50, r=50, t=60, b=40),
-                      legend=dict(orientation="h", y=-0.2), template="plotly_white")
+                      legend=dict(orientation="h", y=-0.3), template="plotly_white")
     return fig
 
 
@@ -53,14 +54,15 @@ def _band_rect(fig: go.Figure, band: slice) -> None:
                   layer="below", annotation_text="recall band", annotation_position="top left")
 
 
-def _two_axis(layer: np.ndarray, band: slice, left: tuple[str, str], right: tuple[str, str], title: str) -> go.Figure:
+def _two_axis(layer: np.ndarray, band: slice, left: tuple[str, str], right: tuple[str, str], title: str,
+              left_log: bool = False) -> go.Figure:
     """Two per-layer features on their own y axes over one shared layer axis, recall band shaded."""
     x = np.arange(1, layer.shape[0] + 1)
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=x, y=_column(layer, left[0]), name=left[1], mode="lines+markers"))
     fig.add_trace(go.Scatter(x=x, y=_column(layer, right[0]), name=right[1], mode="lines+markers", yaxis="y2"))
     fig.update_layout(xaxis=dict(title="layer", range=[0.5, layer.shape[0] + 0.5]),
-                      yaxis=dict(title=left[1]), yaxis2=dict(title=right[1], overlaying="y", side="right"))
+                      yaxis=dict(title=left[1], type="log" if left_log else "linear"), yaxis2=dict(title=right[1], overlaying="y", side="right"))
     _band_rect(fig, band)
     return _layout(fig, title)
 
@@ -77,9 +79,12 @@ def strongest_layer(layer: np.ndarray, band: slice) -> int:
 
 
 def signal_b(layer: np.ndarray, band: slice) -> go.Figure:
-    """MLP-write strength and peakedness by layer, with the band's strongest recall write marked."""
+    """MLP-write strength and peakedness by layer, with the band's strongest recall write marked.
+
+    Write strength is on a log axis: the first and last layers' writes dwarf the mid-depth ones.
+    """
     fig = _two_axis(layer, band, ("write_ratio_last", "‖write‖ / ‖residual‖"),
-                    ("peakedness_last", "write peakedness (nats)"), "Signal B: MLP writes by layer")
+                    ("peakedness_last", "write peakedness (nats)"), "Signal B: MLP writes by layer", left_log=True)
     top = strongest_layer(layer, band)
     fig.add_trace(go.Scatter(x=[top + 1], y=[_column(layer, "peakedness_last")[top]], yaxis="y2",
                              mode="markers+text", name="strongest", text=[f"layer {top + 1}"],
@@ -93,23 +98,30 @@ def forming_depths(num_layers: int, band: slice) -> list[int]:
     return sorted(set(picks))
 
 
-FORMING_COLUMNS = ["layer", "depth", "lens top-1", "p(top-1)", "in recall band"]
+FORMING_COLUMNS = ["layer", "depth", "lens top-1", "p(top-1)", "runners-up", "in recall band"]
 
 
-def forming_rows(top_tokens: np.ndarray, layer: np.ndarray, band: slice,
-                 decode: Callable[[int], str]) -> list[list]:
-    """"What's forming": the lens's top token at a few depths, with its probability, as table rows."""
-    num_layers = len(top_tokens)
-    maxprob = _column(layer, "maxprob_last")
-    return [[l + 1, f"{(l + 1) / num_layers:.0%}", repr(decode(int(top_tokens[l]))), round(float(maxprob[l]), 3),
-             band.start <= l < band.stop] for l in forming_depths(num_layers, band)]
+def forming_rows(lens: Sequence[Sequence[tuple[str, float]]], band: slice) -> list[list]:
+    """"What's forming": the logit lens's top tokens (final prompt position) at a few depths, as table rows.
+
+    Tokens are shown quoted (repr) so leading spaces and newlines are visible.
+    """
+    num_layers = len(lens)
+    rows = []
+    for l in forming_depths(num_layers, band):
+        (token, p), *rest = lens[l]
+        runners = " · ".join(f"{t!r} {q:.2f}" for t, q in rest)
+        rows.append([l + 1, f"{(l + 1) / num_layers:.0%}", repr(token), round(p, 3), runners,
+                     band.start <= l < band.stop])
+    return rows
 
 
-def verdict_html(p_knows: float | None, decision: Decision | None, extra: Sequence[str] = ()) -> str:
+def verdict_html(p_knows: float | None, decision: Decision | None, extra: Sequence[str] = (),
+                 note: str | None = None) -> str:
     """A coloured badge with the probability and decision, in plain text the browser test can read."""
     if p_knows is None or decision is None:
-        return "<div><b>no verdict</b>: no P(knows) (mode off, or no sidecar for this model)</div>"
+        return f"<div><b>no verdict</b>: {html.escape(note or 'no P(knows) in mode off')}</div>"
     color = DECISION_COLORS[decision]
-    tail = "".join(f" · {e}" for e in extra)
+    tail = "".join(f" · {html.escape(e)}" for e in extra)
     return (f"<div style='padding:8px 12px;border-radius:8px;background:{color};color:#fff;"
             f"font-size:1.2em'>P(knows) = <b>{p_knows:.1%}</b> → <b>{decision}</b>{tail}</div>")

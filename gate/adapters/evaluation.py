@@ -1,0 +1,76 @@
+"""The shipped evaluation of a model (data/<slug>/): read whatever the training run left, in any nesting.
+
+The view must not depend on one metrics.json layout: nested scalars become a table with one row per
+path of parent keys and one column per metric name; curves (lists of numbers) are left to the figures.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Scalar = int | float | str | bool | None
+_NAME_KEYS = ("name", "split", "source", "model", "method")
+
+
+@dataclass
+class ShippedEvaluation:
+    directory: Path
+    readme: str | None = None
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[Scalar]] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    problem: str | None = None     # why metrics.json could not be read, when it exists but is broken
+
+    @property
+    def empty(self) -> bool:
+        return not (self.readme or self.rows or self.figures)
+
+
+def _leaves(node, path: tuple[str, ...]):
+    """Yield (parent path, metric name, value) for every scalar under `node`."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(value, (dict, list)):
+                yield from _leaves(value, path + (str(key),))
+            else:
+                yield path, str(key), value
+    elif isinstance(node, list) and all(isinstance(v, dict) for v in node):
+        for i, item in enumerate(node):
+            key = next((k for k in _NAME_KEYS if isinstance(item.get(k), str)), None)
+            label = item[key] if key else str(i)
+            yield from _leaves({k: v for k, v in item.items() if k != key}, path + (label,))
+
+
+def metrics_table(metrics: dict) -> tuple[list[str], list[list[Scalar]]]:
+    """Pivot nested metrics into (columns, rows): first column the parent path, then one per metric name."""
+    table: dict[str, dict[str, Scalar]] = {}
+    names: dict[str, None] = {}
+    for path, name, value in _leaves(metrics, ()):
+        table.setdefault(" / ".join(path) or "(overall)", {})[name] = value
+        names.setdefault(name, None)
+    columns = ["where", *names]
+    rows = [[where, *(_rounded(cells.get(n)) for n in names)] for where, cells in table.items()]
+    return columns, rows
+
+
+def _rounded(value: Scalar) -> Scalar:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def load_evaluation(directory: Path) -> ShippedEvaluation:
+    """Everything shipped in `directory`; an absent folder gives an empty result, never an error."""
+    found = ShippedEvaluation(directory)
+    if not directory.is_dir():
+        return found
+    readme = directory / "README.md"
+    if readme.is_file():
+        found.readme = readme.read_text()
+    metrics = directory / "metrics.json"
+    if metrics.is_file():
+        try:
+            found.columns, found.rows = metrics_table(json.loads(metrics.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            found.problem = f"{metrics.name} is not valid JSON: {exc}"
+    found.figures = sorted(directory.rglob("*.png"))
+    return found

@@ -1,0 +1,42 @@
+"""The Evaluation tab's loader: any nesting of metrics.json becomes a table; nothing shipped is not an error."""
+from __future__ import annotations
+
+import json
+
+from gate.adapters.evaluation import load_evaluation, metrics_table
+
+
+def test_nested_metrics_pivot_to_one_row_per_path():
+    metrics = {"n": 1200,
+               "test": {"sidecar": {"auroc": 0.81234, "ece": 0.05}, "entropy": {"auroc": 0.73}},
+               "splits": [{"name": "cross", "auroc": 0.67}],
+               "curve": {"coverage": [0.1, 0.2]}}
+    columns, rows = metrics_table(metrics)
+    assert columns == ["where", "n", "auroc", "ece"]
+    assert rows == [["(overall)", 1200, None, None],
+                    ["test / sidecar", None, 0.8123, 0.05],
+                    ["test / entropy", None, 0.73, None],
+                    ["splits / cross", None, 0.67, None]]
+
+
+def test_absent_folder_is_empty(tmp_path):
+    found = load_evaluation(tmp_path / "no-such-model")
+    assert found.empty and found.problem is None
+
+
+def test_shipped_folder_gives_readme_table_and_figures(tmp_path):
+    (tmp_path / "README.md").write_text("| split | AUROC |\n|---|---|\n| test | 0.8 |\n")
+    (tmp_path / "metrics.json").write_text(json.dumps({"test": {"auroc": 0.8}}))
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "reliability.png").write_bytes(b"\x89PNG")
+    found = load_evaluation(tmp_path)
+    assert not found.empty
+    assert "AUROC" in found.readme
+    assert found.rows == [["test", 0.8]]
+    assert [p.name for p in found.figures] == ["reliability.png"]
+
+
+def test_broken_metrics_json_is_reported_not_raised(tmp_path):
+    (tmp_path / "metrics.json").write_text("{not json")
+    found = load_evaluation(tmp_path)
+    assert "not valid JSON" in found.problem and found.rows == []
