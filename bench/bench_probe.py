@@ -1,0 +1,74 @@
+"""Probe overhead: capture + features vs the plain prefill forward of the same prompts (one run, ratios).
+
+    .venv/bin/python bench/bench_probe.py [--reps 7]
+
+The plain forward is what generation's prefill does anyway (cache on, last-position logits); the
+probe adds hooks, the lens product and the feature arithmetic. Timings interleave the two.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from gate.config import load_settings
+from gate.engine.capture import position_ids_for
+from gate.engine.features import compute_features
+from gate.engine.capture import capture
+from gate.engine.runtime import Engine
+
+FILLER = ("The history of the region is long and varied, with many kingdoms rising and falling over the "
+          "centuries, each leaving its mark on the language, the architecture and the customs of the people. ")
+
+
+def prompt_of(engine: Engine, tokens: int, i: int) -> str:
+    """A chat prompt of about `tokens` tokens ending in a short question."""
+    question = f"Question {i}: what is the capital city of country number {i}?"
+    body = question
+    while len(engine.tokenizer(engine.prompt([{"role": "user", "content": body}]))["input_ids"]) < tokens:
+        body = FILLER + body
+    return engine.prompt([{"role": "user", "content": body}])
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--config", default=None)
+    args = ap.parse_args()
+    engine = Engine(load_settings(args.config))
+    model, arch, fs = engine.model, engine.arch, engine.settings.features
+
+    @torch.inference_mode()
+    def plain(ids, mask):
+        model(input_ids=ids, attention_mask=mask, position_ids=position_ids_for(mask), use_cache=True,
+              logits_to_keep=1)
+
+    def probe(ids, mask):
+        compute_features(arch, capture(model, arch, ids, mask, fs.positions), fs)
+
+    print(f"model {engine.loaded.model_id} on {engine.device} ({engine.loaded.dtype}), "
+          f"{torch.get_num_threads()} threads, median of {args.reps}")
+    print(f"{'tokens':>7} {'batch':>6} {'plain ms':>9} {'probe ms':>9} {'ratio':>6}")
+    for tokens in (50, 1000):
+        for batch in (1, args.batch):
+            ids, mask = engine.encode([prompt_of(engine, tokens, i) for i in range(batch)])
+            plain(ids, mask), probe(ids, mask)  # warm-up
+            a, b = [], []
+            for _ in range(args.reps):
+                a.append(timed(lambda: plain(ids, mask)))
+                b.append(timed(lambda: probe(ids, mask)))
+            pa, pb = statistics.median(a) * 1e3, statistics.median(b) * 1e3
+            print(f"{ids.shape[1]:>7} {batch:>6} {pa:>9.1f} {pb:>9.1f} {pb / pa:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()

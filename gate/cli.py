@@ -1,0 +1,78 @@
+"""`gate` command: probe a question, serve the OpenAI-compatible API (+ UI), or run the UI alone."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from gate.config import ConfigError, Settings, load_settings
+
+_PROBE_COLUMNS = ("entropy_last", "margin_last", "kl_prev_last", "write_ratio_last", "peakedness_last")
+
+
+def _probe(settings: Settings, args: argparse.Namespace) -> None:
+    from gate.engine.features import LAYER_FEATURES
+    from gate.pipeline import Gate
+
+    gate = Gate(settings)
+    report = gate.probe([{"role": "user", "content": args.question}])
+    cols = [LAYER_FEATURES.index(c) for c in _PROBE_COLUMNS]
+    print(f"model {gate.engine.loaded.model_id} · {report.prompt_tokens} prompt tokens · "
+          f"probe {report.gate.probe_ms:.0f} ms")
+    print(f"{'layer':>5} {'entropy':>8} {'margin':>7} {'KL':>7} {'write':>7} {'peak':>7}  lens top-1")
+    for layer, (row, top) in enumerate(zip(report.features.layer[0], report.lens)):
+        values = " ".join(f"{float(row[c]):>7.3f}" for c in cols)
+        print(f"{layer:>5} {values}  {top[0][0]!r} ({top[0][1]:.2f})")
+    view = report.gate
+    if view.p_knows is None:
+        print(f"P(knows): n/a — {view.note or 'no sidecar for this model'} (train one with python -m training.train)")
+    else:
+        print(f"P(knows) = {view.p_knows:.3f} → {view.decision} (bands {view.bands[0]} / {view.bands[1]})")
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    from gate.adapters.app import serve
+    serve(settings, host=args.host, port=args.port)
+
+
+def _ui(settings: Settings, args: argparse.Namespace) -> None:
+    from gate.adapters.ui import launch
+    launch(settings, host=args.host, port=args.port)
+
+
+def _config(settings: Settings, args: argparse.Namespace) -> None:
+    import yaml
+    print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="gate", description="knowledge-gate: read the model's internals before it "
+                                 "answers, then answer, hedge or abstain.")
+    ap.add_argument("--config", help="YAML settings file (default: $GATE_CONFIG, else gate.yaml at the repo root)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log what loads and when")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("probe", help="one prompt-only forward: per-layer lens view and P(knows); generates nothing")
+    p.add_argument("question")
+    p.set_defaults(run=_probe)
+    for name, fn, text in (("serve", _serve, "OpenAI-compatible API at /v1 (and the Gradio view at /ui)"),
+                           ("ui", _ui, "the Gradio head-to-head view alone")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
+        s.add_argument("--port", type=int, help="port (default from config)")
+        s.set_defaults(run=fn)
+    sub.add_parser("config", help="print the resolved settings").set_defaults(run=_config)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        sys.exit(f"gate: {exc}")
+    args.run(settings, args)
+
+
+if __name__ == "__main__":
+    main()
