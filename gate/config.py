@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_VAR = "GATE_CONFIG"
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "gate.yaml"
@@ -30,14 +30,19 @@ class FeatureSettings(_Strict):
     recall_band: tuple[float, float] = (0.35, 0.75)
     hidden_depths: tuple[float, ...] = (0.6, 1.0)
 
-    @model_validator(mode="after")
-    def _check(self) -> "FeatureSettings":
-        lo, hi = self.recall_band
-        if not 0.0 <= lo < hi <= 1.0:
-            raise ValueError(f"recall_band must satisfy 0 <= low < high <= 1, got {self.recall_band}")
-        if not all(0.0 < d <= 1.0 for d in self.hidden_depths):
-            raise ValueError(f"hidden_depths must lie in (0, 1], got {self.hidden_depths}")
-        return self
+    @field_validator("recall_band")
+    @classmethod
+    def _band(cls, band: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 <= band[0] < band[1] <= 1.0:
+            raise ValueError(f"must satisfy 0 <= low < high <= 1, got {band}")
+        return band
+
+    @field_validator("hidden_depths")
+    @classmethod
+    def _depths(cls, depths: tuple[float, ...]) -> tuple[float, ...]:
+        if not depths or not all(0.0 < d <= 1.0 for d in depths):
+            raise ValueError(f"must be fractions of depth in (0, 1], got {depths}")
+        return depths
 
 
 class Bands(_Strict):
@@ -57,6 +62,16 @@ class Seeds(_Strict):
                   "then give my best attempt.")
     abstain: str = ("I probably don't know this (P(knows) = {pct}%). I won't guess; I'll say plainly "
                     "that I don't know.")
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> "Seeds":
+        for name in ("answer", "hedge", "abstain"):
+            try:
+                getattr(self, name).format(pct=50)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"seeds.{name}: only the placeholder {{pct}} is allowed ({exc!r}); "
+                                 f"write literal braces as {{{{ }}}}") from None
+        return self
 
 
 class PolicySettings(_Strict):

@@ -1,0 +1,30 @@
+"""The `gate` command: help, config errors, and `gate probe` on the real default model."""
+from __future__ import annotations
+
+import pytest
+
+from gate.cli import build_parser, main
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert all(cmd in out for cmd in ("probe", "serve", "ui", "config"))
+
+
+def test_bad_config_exits_with_message(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("policy:\n  bands: {low: 2}\n")
+    with pytest.raises(SystemExit, match="policy.bands"):
+        main(["--config", str(bad), "config"])
+
+
+def test_probe_prints_every_layer(capsys, engine, monkeypatch):
+    import gate.pipeline
+    monkeypatch.setattr(gate.pipeline, "Engine", lambda settings: engine)  # reuse the session's loaded model
+    main(["probe", "What is the capital of France?"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == engine.model.config.num_hidden_layers
+    assert "P(knows)" in out

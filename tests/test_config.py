@@ -1,0 +1,36 @@
+"""Settings: defaults, YAML loading, and errors that name the offending key."""
+from __future__ import annotations
+
+import pytest
+
+from gate.config import ConfigError, load_settings
+
+
+def test_shipped_yaml_loads_with_default_bands():
+    s = load_settings()
+    assert (s.policy.bands.low, s.policy.bands.high) == (0.4, 0.7)
+    assert s.model.id == "smollm2-135m-instruct" and s.server.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize("yaml_text, key", [
+    ("policy:\n  bands: {low: 0.8, high: 0.3}\n", "policy.bands"),
+    ("server:\n  port: 99999\n", "server.port"),
+    ("model:\n  device: tpu\n", "model.device"),
+    ("features:\n  recall_band: [0.9, 0.2]\n", "features.recall_band"),
+    ("featurez: {}\n", "featurez"),
+])
+def test_invalid_values_name_the_key(tmp_path, yaml_text, key):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_settings(path)
+
+
+def test_env_var_selects_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "g.yaml"
+    path.write_text("server:\n  port: 9123\n")
+    monkeypatch.setenv("GATE_CONFIG", str(path))
+    assert load_settings().server.port == 9123
+    monkeypatch.setenv("GATE_CONFIG", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings()
