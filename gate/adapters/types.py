@@ -89,7 +89,8 @@ class ChatCompletionRequest(_Lenient):
     max_completion_tokens: _limits_of("max_tokens") | None = None
     temperature: _limits_of("temperature") | None = None
     top_p: _limits_of("top_p") | None = None
-    stop: str | list[str] | None = Field(None, description="up to 4 sequences, as OpenAI allows")
+    stop: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list, max_length=4,
+                                                            description="a string or up to 4 strings")
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -103,13 +104,11 @@ class ChatCompletionRequest(_Lenient):
             raise PydanticCustomError("n_not_supported", "only n=1 is supported: one model instance, one turn at a time")
         return n
 
-    @field_validator("stop")
+    @field_validator("stop", mode="before")
     @classmethod
-    def _stop_list(cls, stop: str | list[str] | None) -> list[str]:
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if len(stops) > 4 or any(not s for s in stops):
-            raise PydanticCustomError("invalid_stop", "stop takes at most 4 non-empty strings")
-        return stops
+    def _stop_list(cls, stop: Any) -> Any:
+        """OpenAI takes one stop string, a list, or null."""
+        return [stop] if isinstance(stop, str) else stop or []
 
     def overrides(self) -> TurnOverrides:
         return TurnOverrides(mode=self.gate.mode, bands=self.gate.bands,
