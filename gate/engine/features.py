@@ -14,10 +14,12 @@ from gate.engine.arch import ArchMap
 from gate.engine.capture import Capture
 from gate.engine.lens import distribution_stats, lens_logits
 
-# Per-layer features, each read at the final prompt position ("_last") and averaged over the last K ("_avg").
-_PER_POSITION = ("entropy", "margin", "maxprob", "kl_prev", "p_final_top",   # Signal A
-                 "write_ratio", "peakedness", "write_cos", "dla_top_z")      # Signal B
-LAYER_FEATURES: tuple[str, ...] = tuple(f"{n}_{w}" for w in ("last", "avg") for n in _PER_POSITION)
+# Per-layer features. The lens (one unembedding product per layer and signal) reads the final prompt
+# position only — the one that predicts the answer — which keeps the probe to ~2·L lens rows. The
+# norm-based write features are free, so they are also averaged over the last K prompt positions.
+_LENS = ("entropy", "margin", "maxprob", "kl_prev", "p_final_top",   # Signal A: the residual's lens
+         "write_ratio", "peakedness", "write_cos", "dla_top_z")      # Signal B: the MLP write
+LAYER_FEATURES: tuple[str, ...] = (*(f"{n}_last" for n in _LENS), "write_ratio_avg", "write_cos_avg")
 GLOBAL_FEATURES: tuple[str, ...] = (
     "final_entropy", "final_margin", "final_maxprob", "settling_frac", "min_entropy", "min_entropy_frac",
     "band_entropy", "band_kl", "band_peakedness", "band_write_ratio", "band_peak_max", "band_peak_argmax_frac",
@@ -48,51 +50,56 @@ def hidden_layer_indices(num_layers: int, depths: tuple[float, ...]) -> list[int
     return [max(0, int(round(d * num_layers)) - 1) for d in depths]
 
 
-def _chunk_features(arch: ArchMap, resid: torch.Tensor, mid: torch.Tensor, write: torch.Tensor) -> torch.Tensor:
-    """Per-layer, per-position features [b, L, K, 9] for a chunk of examples."""
-    b, L, K, d = resid.shape
+def _write_geometry(mid: torch.Tensor, write: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """‖write‖/‖resid before the MLP‖ and cosine with the previous layer's write, [..., L, K]."""
+    write, mid = write.float(), mid.float()
+    ratio = write.norm(dim=-1) / mid.norm(dim=-1).clamp_min(1e-6)
+    cos = torch.zeros_like(ratio)
+    cos[:, 1:] = torch.nn.functional.cosine_similarity(write[:, 1:], write[:, :-1], dim=-1)
+    return ratio, cos
+
+
+def _lens_features(arch: ArchMap, resid: torch.Tensor, write: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lens features [b, L, 7] at the final position for a chunk, and the lens top-1 ids [b, L]."""
+    b, L, d = resid.shape
     logits = lens_logits(arch, torch.cat([resid, write], dim=0).reshape(-1, d))  # one product for both signals
-    r_logits, w_logits = logits.reshape(2 * b, L, K, -1).split(b, dim=0)
+    r_logits, w_logits = logits.reshape(2 * b, L, -1).split(b, dim=0)
     del logits
     a = distribution_stats(r_logits)
     logp = a.pop("logp")
     kl = torch.zeros_like(a["entropy"])
     kl[:, 1:] = (logp[:, 1:].exp() * (logp[:, 1:] - logp[:, :-1])).sum(-1)
-    final_top = a["argmax"][:, -1:, :, None].expand(b, L, K, 1)  # the last layer's pick, at each position
+    final_top = a["argmax"][:, -1:, None].expand(b, L, 1)  # the last layer's pick, read at every layer
     p_final_top = logp.gather(-1, final_top).squeeze(-1).exp()
     del logp, r_logits
 
     wlogp = torch.log_softmax(w_logits, dim=-1)
-    vocab = w_logits.shape[-1]
-    peaked = float(np.log(vocab)) + (wlogp.exp() * wlogp).sum(-1)
+    peaked = float(np.log(w_logits.shape[-1])) + (wlogp.exp() * wlogp).sum(-1)
+    del wlogp
     top_logit = w_logits.gather(-1, final_top).squeeze(-1)
     dla_z = (top_logit - w_logits.mean(-1)) / w_logits.std(-1).clamp_min(1e-6)
-    del wlogp, w_logits
-
-    ratio = write.float().norm(dim=-1) / mid.float().norm(dim=-1).clamp_min(1e-6)
-    cos = torch.zeros_like(ratio)
-    cos[:, 1:] = torch.nn.functional.cosine_similarity(write[:, 1:].float(), write[:, :-1].float(), dim=-1)
-    cols = [a["entropy"], a["margin"], a["maxprob"], kl, p_final_top, ratio, peaked, cos, dla_z]
-    return torch.stack(cols, dim=-1), a["argmax"][:, :, -1]
+    cols = [a["entropy"], a["margin"], a["maxprob"], kl, p_final_top, peaked, dla_z]
+    return torch.stack(cols, dim=-1), a["argmax"]
 
 
 @torch.inference_mode()
 def compute_features(arch: ArchMap, cap: Capture, settings: FeatureSettings) -> Features:
     """Turn one capture (batched) into per-layer features, global scalars and hidden-state summaries."""
     B, L, K, _ = cap.resid.shape
-    step = max(1, _ROWS_PER_CHUNK // (2 * L * K))
-    per_pos, tops = [], []
+    step = max(1, _ROWS_PER_CHUNK // (2 * L))
+    lens, tops = [], []
     for s in range(0, B, step):
-        sl = slice(s, s + step)
-        f, t = _chunk_features(arch, cap.resid[sl], cap.resid_mid[sl], cap.write[sl])
-        per_pos.append(f)
+        f, t = _lens_features(arch, cap.resid[s:s + step, :, -1], cap.write[s:s + step, :, -1])
+        lens.append(f)
         tops.append(t)
-    per_pos_t = torch.cat(per_pos)                 # [B, L, K, 9]
-    # "avg" over the last K real positions: left padding means the last K are content unless the prompt is shorter.
-    real = cap.attention_mask[:, -K:].to(per_pos_t.dtype)[:, None, :, None]
-    avg = (per_pos_t * real).sum(2) / real.sum(2).clamp_min(1)
-    layer = torch.cat([per_pos_t[:, :, -1], avg], dim=-1)  # [B, L, 18]
-    top = torch.cat(tops)                          # [B, L]
+    lens_t, top = torch.cat(lens), torch.cat(tops)            # [B, L, 7], [B, L]
+    ratio, cos = _write_geometry(cap.resid_mid, cap.write)    # [B, L, K]
+    # Averages over the last K real positions (left padding: padding only when the prompt is shorter than K).
+    real = cap.attention_mask[:, -K:].to(ratio.dtype)[:, None, :]
+    ratio_avg, cos_avg = ((x * real).sum(-1) / real.sum(-1).clamp_min(1) for x in (ratio, cos))
+    entropy, margin, maxprob, kl, p_top, peaked, dla_z = lens_t.unbind(-1)
+    layer = torch.stack([entropy, margin, maxprob, kl, p_top, ratio[..., -1], peaked, cos[..., -1], dla_z,
+                         ratio_avg, cos_avg], dim=-1)         # [B, L, F] in LAYER_FEATURES order
 
     col = {n: layer[..., i] for i, n in enumerate(LAYER_FEATURES)}
     band = band_layers(L, settings.recall_band)
