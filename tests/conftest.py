@@ -15,3 +15,25 @@ def settings() -> Settings:
 def engine(settings):
     from gate.engine.runtime import Engine
     return Engine(settings)
+
+
+class FixedSidecar:
+    """A stand-in sidecar with a chosen P(knows): drives the policy paths while the real model runs."""
+
+    def __init__(self, p: float):
+        self.p = p
+
+    def predict_proba(self, features):
+        import numpy as np
+        return np.full(features.layer.shape[0], self.p)
+
+
+@pytest.fixture(scope="session")
+def make_gate(engine, settings):
+    """Gates on the shared engine: `make_gate(p)` reads P(knows) = p (None: no sidecar); kwargs patch the policy."""
+    from gate.pipeline import Gate
+
+    def make(p: float | None = None, **policy) -> Gate:
+        s = settings.model_copy(update={"policy": settings.policy.model_copy(update=policy)})
+        return Gate(s, engine=engine, sidecar=None if p is None else FixedSidecar(p))
+    return make

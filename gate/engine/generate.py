@@ -79,11 +79,12 @@ def continue_tokens(model: torch.nn.Module, cap: Capture | Prefill, params: Samp
     generator = None
     if params.seed is not None:
         generator = torch.Generator(device=logits.device).manual_seed(params.seed)
-    eos = torch.tensor(eos_ids, device=logits.device)
+    eos = torch.tensor(eos_ids, dtype=torch.long, device=logits.device)
     done = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
     for step in range(params.max_tokens):
         tok = pick(logits, params, generator)
-        tok = torch.where(done, eos[0], tok)
+        if eos.numel():  # no EOS ids: a fixed-length run (benchmarks)
+            tok = torch.where(done, eos[0], tok)
         yield tok
         done |= torch.isin(tok, eos)
         if bool(done.all()) or step + 1 == params.max_tokens:

@@ -56,6 +56,8 @@ class _Segment:
         return self._release(final=True)
 
     def _release(self, final: bool) -> str:
+        if self.stopped:
+            return ""
         if not self.started:
             if self.drop and self.drop.startswith(self.pending) and not final:
                 return ""                                   # could still become the label: wait
@@ -71,7 +73,7 @@ class _Segment:
             out, self.pending, self.stopped = self.pending[:min(hits)], "", True
             return out
         keep = 0 if final else max((len(s) for s in self.stop), default=1) - 1
-        cut = len(self.pending) - keep
+        cut = max(0, len(self.pending) - keep)
         out, self.pending = self.pending[:cut], self.pending[cut:]
         return out
 

@@ -1,0 +1,88 @@
+"""Decoding from the probe's cache, stop strings, streaming and turn errors, on the default model."""
+import pytest
+import torch
+
+from gate.engine.generate import SamplingParams, continue_tokens, stop_token_ids
+from gate.engine.reply import IncrementalDecoder
+from gate.turns import Delta, GateView, PromptTooLong, TurnError, TurnOverrides, TurnResult
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+SEED = "I'm fairly sure I know this (P(knows) = 90%). I'll answer directly and briefly.\n"
+
+
+def test_continuing_the_probe_cache_equals_generating_from_scratch(engine):
+    """Greedy: probe(prompt) + seed tokens appended to its cache == a fresh generate() on prompt + seed."""
+    ids, mask = engine.encode([engine.prompt(QUESTION)])
+    seed_ids = engine.tokenizer(SEED, add_special_tokens=False, return_tensors="pt")["input_ids"].to(engine.device)
+    eos = stop_token_ids(engine.tokenizer)
+    probe = engine.probe_ids(ids, mask)
+    ours = [int(t[0]) for t in continue_tokens(engine.model, probe.capture, SamplingParams(max_tokens=24), eos, seed_ids)]
+    full = torch.cat([ids, seed_ids], dim=1)
+    ref = engine.model.generate(full, attention_mask=torch.ones_like(full), max_new_tokens=24, do_sample=False,
+                                eos_token_id=eos, pad_token_id=eos[0])[0, full.shape[1]:].tolist()
+    assert ours[:len(ref)] == ref
+    assert len(ours) == len(ref)
+
+
+def test_sampling_with_a_seed_repeats(make_gate):
+    gate = make_gate(0.9)
+    ov = TurnOverrides(mode="seed", temperature=1.0, top_p=0.9, seed=7, max_tokens=12)
+    assert gate.chat(QUESTION, ov).content == gate.chat(QUESTION, ov).content
+
+
+def test_stop_string_ends_the_answer(make_gate):
+    gate = make_gate(mode="off")
+    full = gate.chat(QUESTION, TurnOverrides(max_tokens=16)).content
+    assert "Paris" in full
+    cut = gate.chat(QUESTION, TurnOverrides(max_tokens=16, stop=["Paris", "zzz"]))
+    assert cut.content == full[:full.index("Paris")] and cut.finish_reason == "stop"
+
+
+def test_stream_reassembles_to_the_whole_reply(make_gate):
+    gate = make_gate(0.5)
+    ov = TurnOverrides(mode="seed", max_tokens=20)
+    events = list(gate.stream(QUESTION, ov))
+    assert isinstance(events[0], GateView) and isinstance(events[-1], TurnResult)
+    assert all(isinstance(e, Delta) for e in events[1:-1])
+    result = events[-1]
+    assert result.gate.decision == "hedge" and result.gate.seed_text and "50%" in result.gate.seed_text
+    text = {"reasoning": "", "content": ""}
+    for e in events[1:-1]:
+        text[e.channel] += e.text
+    assert (text["reasoning"], text["content"]) == (result.reasoning, result.content)
+    assert result.content == gate.chat(QUESTION, ov).content
+    assert 0 < result.completion_tokens <= 20 and result.prompt_tokens > 0
+    assert 0 < result.gate.probe_ms <= result.first_token_ms <= result.total_ms
+
+
+def test_closing_a_stream_frees_the_gate(make_gate):
+    gate = make_gate(0.9)
+    stream = gate.stream(QUESTION, TurnOverrides(mode="seed", max_tokens=50))
+    next(stream), next(stream)
+    assert gate.lock.locked()
+    stream.close()
+    assert not gate.lock.locked()
+
+
+def test_incremental_decoding_keeps_multibyte_characters(engine):
+    text = "Zürich — 東京 🙂 naïve"
+    ids = engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+    dec = IncrementalDecoder(engine.tokenizer)
+    pieces = [dec.push(i) for i in ids] + [dec.flush()]
+    assert "".join(pieces) == engine.tokenizer.decode(ids) == text
+    assert not any("\ufffd" in p for p in pieces)
+
+
+def test_bad_requests_raise_before_the_turn(make_gate):
+    gate = make_gate(0.9)
+    with pytest.raises(PromptTooLong) as err:
+        gate.stream([{"role": "user", "content": "word " * 9000}])
+    assert err.value.param == "messages" and err.value.code == "context_length_exceeded"
+    for ov, param in [(TurnOverrides(temperature=5.0), "temperature"), (TurnOverrides(max_tokens=0), "max_tokens"),
+                      (TurnOverrides(bands=(0.9, 0.1)), "bands"), (TurnOverrides(mode="loud"), "mode")]:
+        with pytest.raises(TurnError) as err:
+            gate.stream(QUESTION, ov)
+        assert err.value.param == param
+    with pytest.raises(TurnError):
+        gate.stream([{"role": "robot", "content": "hi"}])
+    assert not gate.lock.locked()
