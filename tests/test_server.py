@@ -4,20 +4,16 @@ Generation is kept to a few tokens so the file stays quick on a shared CPU.
 """
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Iterator
 
 import httpx
 import openai
 import pytest
 import torch
-import uvicorn
 
-from gate.adapters.app import create_app
+from gate.adapters.app import create_app, serving_in_thread
 from gate.config import Settings
 
 SHORT = 8  # max_tokens for ordinary requests
@@ -31,25 +27,8 @@ class HalfSure:
         return [0.5]
 
 
-@contextmanager
-def live_server(settings: Settings, gate) -> Iterator[str]:
-    """uvicorn on 127.0.0.1 at a free port, in a thread; yields the base URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, gate), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+def live_server(settings: Settings, gate):
+    return serving_in_thread(create_app(settings, gate))
 
 
 def server_settings(settings: Settings, **server) -> Settings:
@@ -260,3 +239,10 @@ def test_api_key_enforced(settings, gate, served):
         assert [m.id for m in good.models.list()] == [served]
         assert ask(good, served, max_tokens=1).usage.completion_tokens <= 1
         assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_ui_mounted_beside_the_api(settings, gate):
+    with live_server(server_settings(settings, ui=True), gate) as url:
+        page = httpx.get(f"{url}/ui/", follow_redirects=True, timeout=60)
+        assert page.status_code == 200 and "gradio" in page.text.lower()
+        assert httpx.get(f"{url}/health").json()["status"] == "ok"

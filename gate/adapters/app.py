@@ -9,9 +9,12 @@ import hmac
 import importlib.util
 import json
 import logging
+import socket
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
@@ -191,6 +194,28 @@ def mount_ui(app: FastAPI, settings: Settings, gate) -> None:
         return
     import gradio as gr
     gr.mount_gradio_app(app, build(settings, gate), path="/ui")
+
+
+@contextmanager
+def serving_in_thread(app: FastAPI, host: str = "127.0.0.1", timeout_s: float = 30) -> Iterator[str]:
+    """Serve `app` from a background thread on a free port (tests, benchmarks); yields the base URL."""
+    import uvicorn
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True, name="gate-server")
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not start on {host}:{port}")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=timeout_s)
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
