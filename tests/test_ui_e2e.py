@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
+from training.normalize import matches
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup.sh --browser)")
@@ -49,6 +52,7 @@ def shipped(tmp_path_factory, settings) -> Path:
     folder = root / model_slug(settings.model.id)
     folder.mkdir()
     (folder / "metrics.json").write_text(json.dumps({"test": {"sidecar": {"auroc": 0.8123}}}))
+    Image.new("RGB", (64, 48), "steelblue").save(folder / "roc.png")
     return root
 
 
@@ -122,11 +126,15 @@ def test_probe_then_head_to_head(page, external, gate, settings, tmp_path):
     budget.fill("12")
     budget.press("Enter")
     page.locator("#h2h-golds textarea").fill("Paris | City of Light")
+    page.locator("#h2h-mode").get_by_text("seed", exact=True).click()  # seed always answers: both sides are marked
     page.locator("#h2h-button").click()
     _wait_done(page, "document.querySelector('#h2h-seeded-stats').innerText.includes('tokens')")
-    assert page.locator("#h2h-base-answer textarea").input_value().strip()
+    golds = ["Paris", "City of Light"]
     for side in ("base", "seeded"):
-        assert page.locator(f"#h2h-{side}-mark").inner_text().strip() in {"✓ correct", "✗ incorrect", "— abstained"}
+        answer = page.locator(f"#h2h-{side}-answer textarea").input_value()
+        assert answer.strip()
+        mark = page.locator(f"#h2h-{side}-mark").inner_text().strip()
+        assert mark == ("✓ correct" if matches(answer, golds) else "✗ incorrect")
         used = int(page.locator(f"#h2h-{side}-stats").inner_text().split()[0])
         assert used <= 12
     seeded = _VERDICT.search(page.locator("#h2h-verdict").inner_text())
@@ -138,6 +146,8 @@ def test_probe_then_head_to_head(page, external, gate, settings, tmp_path):
 
     page.get_by_role("tab", name="Evaluation").click()
     assert "0.8123" in page.locator("#eval-metrics").inner_text()
+    assert page.locator("#eval-figures img").count() == 1
+    page.screenshot(path=tmp_path / "evaluation.png", full_page=True)
     page.get_by_role("tab", name="Info").click()
     arch = gate.engine.arch
     assert f"{arch.num_layers} · {arch.hidden_size} · {arch.vocab_size}" in page.locator("#info-facts").inner_text()

@@ -6,10 +6,12 @@ Errors reach the user as messages, never as tracebacks.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +26,7 @@ from gate.config import Settings
 from gate.engine.features import band_layers
 from gate.engine.loading import DEFAULT_MODEL, model_slug
 from gate.sidecar import ROOT, sidecar_dir
-from gate.turns import TurnError, TurnOverrides, TurnResult
+from gate.turns import Delta, GateView, TurnError, TurnOverrides, TurnResult
 from training.normalize import matches
 
 if TYPE_CHECKING:
@@ -35,20 +37,34 @@ _MODEL_QUEUE = "model"
 DATA_ROOT = ROOT / "data"
 
 
+@contextlib.contextmanager
+def _as_message():
+    """Turn a failure into a gr.Error message: the request's own fault verbatim, anything else by type and text."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except TurnError as exc:
+        raise gr.Error(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - the UI must not die on one bad turn; the log keeps the trace
+        log.exception("UI action failed")
+        raise gr.Error(f"{type(exc).__name__}: {exc}") from None
+
+
 def _user_errors(fn: Callable) -> Callable:
-    """Show failures as a gr.Error message: the request's own fault verbatim, anything else by type and text."""
+    """`fn` with its failures shown as messages; generator functions stay generators (Gradio streams them)."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            with _as_message():
+                yield from fn(*args, **kwargs)
+        return stream
+
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
+    def call(*args, **kwargs):
+        with _as_message():
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except TurnError as exc:
-            raise gr.Error(str(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - the UI must not die on one bad turn; the log keeps the trace
-            log.exception("UI action failed")
-            raise gr.Error(f"{type(exc).__name__}: {exc}") from None
-    return wrapper
+    return call
 
 
 def _messages(question: str) -> list[dict]:
@@ -60,7 +76,7 @@ def _messages(question: str) -> list[dict]:
 # ---------------------------------------------------------------- probe
 
 def _probe_outputs(settings: Settings, gate: Gate, question: str, low: float, high: float,
-                   progress: gr.Progress) -> tuple:
+                   progress: gr.Progress = gr.Progress()) -> tuple:
     """One prompt-only forward: the gauge, the verdict, both signals and the forming table."""
     progress(0.2, desc="one prompt forward with the probe hooks")
     # Mode "seed" so the gate reads P(knows) even when the config serves with the gate off.
@@ -88,7 +104,7 @@ def _probe_tab(settings: Settings, gate: Gate, question: gr.Textbox, low: gr.Sli
     with gr.Row():
         sig_a = gr.Plot(label="Signal A", elem_id="probe-signal-a")
         sig_b = gr.Plot(label="Signal B", elem_id="probe-signal-b")
-    run = _user_errors(lambda q, lo, hi, progress=gr.Progress(): _probe_outputs(settings, gate, q, lo, hi, progress))
+    run = _user_errors(functools.partial(_probe_outputs, settings, gate))
     for trigger in (button.click, question.submit):
         trigger(run, [question, low, high], [gauge, verdict, sig_a, sig_b, forming], concurrency_id=_MODEL_QUEUE)
 
@@ -115,21 +131,35 @@ def _stats(result: TurnResult) -> str:
             f"first token {result.first_token_ms:.0f} ms · total {result.total_ms:.0f} ms")
 
 
-def _head_to_head(gate: Gate, question: str, low: float, high: float, budget: int, mode: str, gold_text: str,
-                  progress: gr.Progress) -> tuple:
-    """Baseline (`off`) and seeded answers to the same question with the same token budget."""
+_H2H_OUTPUTS = ("base_thought", "base_answer", "base_mark", "base_stats", "verdict", "seed",
+                "seeded_thought", "seeded_answer", "seeded_mark", "seeded_stats")
+
+
+def _head_to_head(gate: Gate, question: str, low: float, high: float, budget: int, mode: str,
+                  gold_text: str) -> Iterator[tuple[str, ...]]:
+    """Baseline (`off`), then seeded, answers to the same question with the same budget, streamed as written.
+
+    Yields all `_H2H_OUTPUTS` each time. Each stream is closed even if the user leaves mid-answer:
+    an open stream would keep the Gate's lock.
+    """
     messages, golds = _messages(question), _golds(gold_text)
-    progress(0.05, desc="baseline answer (mode off)")
-    base = gate.chat(messages, TurnOverrides(mode="off", max_tokens=int(budget)))
-    progress(0.5, desc=f"seeded answer (mode {mode})")
-    seeded = gate.chat(messages, TurnOverrides(mode=mode, bands=(low, high), max_tokens=int(budget)))
-    view = seeded.gate
-    return (
-        base.reasoning, base.content, _mark(base, golds), _stats(base),
-        figures.verdict_html(view.p_knows, view.decision, [f"mode {view.mode}"], view.note),
-        view.seed_text or f"(no seed: {view.note or 'no P(knows)'})",
-        seeded.reasoning, seeded.content, _mark(seeded, golds), _stats(seeded),
-    )
+    state = dict.fromkeys(_H2H_OUTPUTS, "")
+    sides = (("base", TurnOverrides(mode="off", max_tokens=int(budget))),
+             ("seeded", TurnOverrides(mode=mode, bands=(low, high), max_tokens=int(budget))))
+    for side, overrides in sides:
+        state[f"{side}_stats"] = "generating…"
+        with contextlib.closing(gate.stream(messages, overrides)) as events:
+            for event in events:
+                if isinstance(event, GateView) and side == "seeded":
+                    state["verdict"] = figures.verdict_html(event.p_knows, event.decision, [f"mode {event.mode}"],
+                                                            event.note)
+                    state["seed"] = event.seed_text or f"(no seed: {event.note or 'no P(knows)'})"
+                elif isinstance(event, Delta):
+                    state[f"{side}_{'thought' if event.channel == 'reasoning' else 'answer'}"] += event.text
+                elif isinstance(event, TurnResult):
+                    state[f"{side}_thought"], state[f"{side}_answer"] = event.reasoning, event.content
+                    state[f"{side}_mark"], state[f"{side}_stats"] = _mark(event, golds), _stats(event)
+                yield tuple(state.values())
 
 
 def _side(name: str, thinks: bool) -> list[gr.components.Component]:
@@ -160,8 +190,7 @@ def _head_to_head_tab(settings: Settings, gate: Gate, question: gr.Textbox, low:
             where = "opened in the thinking channel" if thinks else "a hidden prefill of the reply, not shown to users"
             seed = gr.Textbox(label=f"Seed text ({where})", lines=2, elem_id="h2h-seed-text")
             seeded = _side("seeded", thinks)
-    run = _user_errors(lambda q, lo, hi, b, m, g, progress=gr.Progress():
-                       _head_to_head(gate, q, lo, hi, b, m, g, progress))
+    run = _user_errors(functools.partial(_head_to_head, gate))
     button.click(run, [question, low, high, budget, mode, golds], [*base, verdict, seed, *seeded],
                  concurrency_id=_MODEL_QUEUE)
 
@@ -206,9 +235,10 @@ def _evaluation_tab(settings: Settings, root: Path) -> None:
     text, table, gallery = _evaluation_view(settings, root)
     status = gr.Markdown(text, elem_id="eval-text")
     metrics = gr.Dataframe(value=table, label="metrics.json", interactive=False, elem_id="eval-metrics")
-    images = gr.Gallery(value=gallery, label="figures", columns=2, height="auto", elem_id="eval-figures")
+    images = gr.Gallery(value=gallery, label="figures", columns=2, height="auto", object_fit="contain",
+                        preview=False, elem_id="eval-figures")
     reload = gr.Button("Reload shipped metrics", elem_id="eval-reload")
-    reload.click(_user_errors(lambda: _evaluation_view(settings, root)), None, [status, metrics, images])
+    reload.click(_user_errors(functools.partial(_evaluation_view, settings, root)), None, [status, metrics, images])
 
 
 # ---------------------------------------------------------------- info
@@ -242,7 +272,7 @@ def _memory(device: torch.device, params_bytes: int) -> str:
 
 def _info_tab(settings: Settings, gate: Gate) -> None:
     facts = gr.Markdown(_info(settings, gate), elem_id="info-facts")
-    gr.Button("Refresh").click(_user_errors(lambda: _info(settings, gate)), None, facts)
+    gr.Button("Refresh").click(_user_errors(functools.partial(_info, settings, gate)), None, facts)
     gr.JSON(settings.model_dump(mode="json"), label="resolved config", elem_id="info-config")
 
 
