@@ -118,7 +118,8 @@ def test_probe_then_head_to_head(page, external, gate, settings, tmp_path):
     assert page.locator("#probe-gauge .js-plotly-plot").count() == 1
     assert page.locator("#probe-signal-b .js-plotly-plot").count() == 1
     band = band_layers(gate.engine.arch.num_layers, settings.features.recall_band)
-    assert page.locator("#probe-forming [role=row]").count() == 1 + len(forming_depths(gate.engine.arch.num_layers, band))
+    depths = forming_depths(gate.engine.arch.num_layers, band)
+    assert page.locator("#probe-forming [role=row]").count() == 1 + len(depths)  # header + one row per depth
     page.screenshot(path=tmp_path / "probe.png", full_page=True)
 
     page.get_by_role("tab", name="Head to head").click()

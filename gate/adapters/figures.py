@@ -62,7 +62,8 @@ def _two_axis(layer: np.ndarray, band: slice, left: tuple[str, str], right: tupl
     fig.add_trace(go.Scatter(x=x, y=_column(layer, left[0]), name=left[1], mode="lines+markers"))
     fig.add_trace(go.Scatter(x=x, y=_column(layer, right[0]), name=right[1], mode="lines+markers", yaxis="y2"))
     fig.update_layout(xaxis=dict(title="layer", range=[0.5, layer.shape[0] + 0.5]),
-                      yaxis=dict(title=left[1], type="log" if left_log else "linear"), yaxis2=dict(title=right[1], overlaying="y", side="right"))
+                      yaxis=dict(title=left[1], type="log" if left_log else "linear"),
+                      yaxis2=dict(title=right[1], overlaying="y", side="right"))
     _band_rect(fig, band)
     return _layout(fig, title)
 

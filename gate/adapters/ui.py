@@ -99,7 +99,8 @@ def _probe_tab(settings: Settings, gate: Gate, question: gr.Textbox, low: gr.Sli
         gauge = gr.Plot(label="P(knows)", elem_id="probe-gauge")
         with gr.Column():
             verdict = gr.HTML("Press <b>Probe</b>: one prompt forward, nothing generated.", elem_id="probe-verdict")
-            forming = gr.Dataframe(headers=figures.FORMING_COLUMNS, label="What's forming: logit-lens top tokens at the final prompt position",
+            forming = gr.Dataframe(headers=figures.FORMING_COLUMNS,
+                                   label="What's forming: logit-lens top tokens at the final prompt position",
                                    interactive=False, elem_id="probe-forming")
     with gr.Row():
         sig_a = gr.Plot(label="Signal A", elem_id="probe-signal-a")
@@ -264,7 +265,8 @@ def _info(settings: Settings, gate: Gate) -> str:
 
 
 def _memory(device: torch.device, params_bytes: int) -> str:
-    parts = [f"weights {params_bytes / 2**20:.0f} MiB", f"process RSS {psutil.Process().memory_info().rss / 2**20:.0f} MiB"]
+    rss = psutil.Process().memory_info().rss
+    parts = [f"weights {params_bytes / 2**20:.0f} MiB", f"process RSS {rss / 2**20:.0f} MiB"]
     if device.type == "cuda":
         parts.append(f"CUDA allocated {torch.cuda.memory_allocated(device) / 2**20:.0f} MiB")
     return " · ".join(parts)
