@@ -1,0 +1,72 @@
+"""Dataset build on the real model: rows and features aligned, and a build killed between chunks resumes
+without recomputing what was saved."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training import build_dataset as bd
+from training.normalize import matches
+from training.sources import Example
+from training.store import load_dataset
+
+QUESTIONS = [("What is the capital of France?", ["Paris"]), ("What is the chemical symbol for gold?", ["Au"]),
+             ("How many legs does a spider have?", ["8"]), ("Who wrote Hamlet?", ["Shakespeare"])]
+EXAMPLES = [Example(f"t-{i}", "toy", "general", q, g) for i, (q, g) in enumerate(QUESTIONS)]
+ARGS = dict(chunk_size=2, batch_size=2, max_new_tokens=4)
+
+
+class Killed(Exception):
+    pass
+
+
+def counting(monkeypatch, kill_at: int | None = None) -> list[int]:
+    """Patch run_chunk to count calls, and to die on call number `kill_at` (a kill between chunks)."""
+    calls: list[int] = []
+    real = bd.run_chunk
+
+    def run(engine, examples, *a):
+        calls.append(len(examples))
+        if kill_at is not None and len(calls) == kill_at:
+            raise Killed
+        return real(engine, examples, *a)
+    monkeypatch.setattr(bd, "run_chunk", run)
+    return calls
+
+
+def test_resume_after_kill(engine, tmp_path, monkeypatch):
+    calls = counting(monkeypatch, kill_at=2)
+    with pytest.raises(Killed):
+        bd.build(engine, EXAMPLES, tmp_path, **ARGS)
+    assert (tmp_path / "build" / "chunk_0000.npz").exists()
+    assert not (tmp_path / "build" / "chunk_0001.npz").exists() and not (tmp_path / "examples.jsonl").exists()
+    first_mtime = (tmp_path / "build" / "chunk_0000.npz").stat().st_mtime_ns
+
+    calls = counting(monkeypatch)
+    stats = bd.build(engine, EXAMPLES, tmp_path, **ARGS)
+    assert calls == [2] and stats["computed"] == 2 and stats["examples"] == 4   # only the missing chunk
+    assert (tmp_path / "build" / "chunk_0000.npz").stat().st_mtime_ns == first_mtime
+
+    rows, feats, meta = load_dataset(tmp_path)
+    assert [r["id"] for r in rows] == [e.id for e in EXAMPLES]
+    assert feats.layer.shape[:2] == (4, engine.arch.num_layers) and feats.layer.dtype == np.float16
+    assert feats.hidden.shape == (4, len(engine.settings.features.hidden_depths), engine.arch.hidden_size)
+    assert all(r["label"] == int(matches(r["prediction"], r["golds"])) for r in rows)
+    assert meta["signature"]["model_id"] == engine.loaded.model_id and meta["max_new_tokens"] == 4
+
+    # A chunk whose npz never landed (killed mid-save) is recomputed; nothing else is.
+    (tmp_path / "build" / "chunk_0001.npz").unlink()
+    calls = counting(monkeypatch)
+    bd.build(engine, EXAMPLES, tmp_path, **ARGS)
+    assert calls == [2]
+    # Different settings never mix with saved chunks.
+    with pytest.raises(SystemExit, match="max_new_tokens"):
+        bd.build(engine, EXAMPLES, tmp_path, **{**ARGS, "max_new_tokens": 5})
+
+
+def test_short_instruction_on_half():
+    ids = [f"red-{i:04d}" for i in range(400)]
+    share = np.mean([bd.wants_short(i) for i in ids])
+    assert 0.4 < share < 0.6
+    ex = Example("x", "red", "general", "Who wrote Hamlet?", ["Shakespeare"])
+    assert bd.user_text(ex) in (ex.question, f"{ex.question} {bd.SHORT_INSTRUCTION}")

@@ -1,0 +1,49 @@
+"""Answer normalisation and alias matching: the self-label depends on it."""
+from __future__ import annotations
+
+import pytest
+
+from training.normalize import answer_region, gold_in_question, matches, normalize, number_to_words
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("The Beatles!", "beatles"),
+    ("  A  tale of Two   Cities. ", "tale of two cities"),
+    ("Côte d'Ivoire", "cote d ivoire"),
+    ("1,000,000 people", "1000000 people"),
+    ("3.14", "3 14"),
+    ("an Apple", "apple"),
+])
+def test_normalize(text, expected):
+    assert normalize(text) == expected
+
+
+@pytest.mark.parametrize("answer, golds, label", [
+    ("The capital of France is Paris.", ["Paris"], True),
+    ("It is in the United States of America.", ["United States", "USA"], True),
+    ("There are 7 continents.", ["Seven"], True),              # digits in the answer, words in the gold
+    ("There are seven continents.", ["7"], True),               # and the other way round
+    ("Its population is 1,200,000.", ["1200000"], True),       # thousands separators
+    ("Twenty-one guns are fired.", ["21"], True),
+    ("Parisian food is great.", ["Paris"], False),              # whole tokens only
+    ("I am not sure.", ["Paris"], False),
+    ("The answer is The Who.", ["the who"], True),              # articles dropped on both sides
+    ("London\nParis is also nice.", ["Paris"], False),          # only the first line states the answer
+    ("\n\nParis", ["Paris"], True),                              # leading blank lines skipped
+    ("It is 17 years old.", ["seven"], False),
+    ("", ["Paris"], False),
+])
+def test_matches(answer, golds, label):
+    assert matches(answer, golds) is label
+
+
+def test_number_words():
+    assert number_to_words(0) == "zero"
+    assert number_to_words(42) == "forty two"
+    assert number_to_words(305) == "three hundred five"
+
+
+def test_answer_region_and_gold_in_question():
+    assert answer_region("\n  \nFirst line\nsecond") == "First line"
+    assert gold_in_question("Is it red or blue?", ["Blue"])
+    assert not gold_in_question("What colour is the sky?", ["Blue"])

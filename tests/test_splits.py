@@ -1,0 +1,48 @@
+"""Splits never overlap, and the cross-domain train part contains no held-out source or category."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from training.splits import HELDOUT, cross_domain_split, group_of, load_splits, make_splits, random_split, save_splits
+
+
+def fake_rows(n: int = 600) -> list[dict]:
+    rng = random.Random(0)
+    cats = [("red", "general"), ("red", "music"), ("red", "worldcapitals"), ("red", "elements"), ("simpleqa", "Art")]
+    rows = []
+    for i in range(n):
+        src, cat = rng.choice(cats)
+        rows.append({"id": f"x{i}", "source": src, "category": cat, "label": int(rng.random() < 0.2)})
+    return rows
+
+
+def test_random_split_partitions_and_stratifies():
+    rows = fake_rows()
+    s = random_split(rows, seed=1)
+    parts = [set(s[k]) for k in ("train", "val", "test")]
+    assert sum(map(len, parts)) == len(rows) and set.union(*parts) == set(range(len(rows)))
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    rate = np.mean([r["label"] for r in rows])
+    for k in ("val", "test"):
+        assert abs(np.mean([rows[i]["label"] for i in s[k]]) - rate) < 0.04
+
+
+def test_cross_domain_train_never_sees_test_groups():
+    rows = fake_rows()
+    s = cross_domain_split(rows)
+    train_groups = {group_of(rows[i]) for i in s["train"] + s["val"]}
+    test_groups = {group_of(rows[i]) for i in s["test"]}
+    assert train_groups and test_groups and not train_groups & test_groups
+    assert all(rows[i]["source"] in HELDOUT or group_of(rows[i]) in HELDOUT for i in s["test"])
+    assert not set(s["train"]) & set(s["val"])
+
+
+def test_saved_splits_map_back_by_id(tmp_path):
+    rows = fake_rows()
+    splits = make_splits(rows)
+    save_splits(tmp_path / "splits.json", splits)
+    shuffled = rows[::-1]
+    loaded = load_splits(tmp_path / "splits.json", shuffled)
+    assert [shuffled[i]["id"] for i in loaded["random"]["test"]] == splits["random"]["test"]

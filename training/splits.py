@@ -1,0 +1,70 @@
+"""Splits: stratified train/val/test within the sources, and a cross-domain split that holds out whole
+sources/categories (the model evaluated on it never sees them in training)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+# Held out for the cross-domain split: a second source and Red categories of different kinds (capitals,
+# music, sports, news years), so train and test differ in topic and in label rate.
+HELDOUT = ("simpleqa", "red/worldcapitals", "red/uscapitals", "red/music", "red/sports", "red/2016")
+
+
+def group_of(row: dict) -> str:
+    return f"{row['source']}/{row['category']}"
+
+
+def _stratified(idx: np.ndarray, strata: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split that falls back to merging strata too small to split."""
+    keys, counts = np.unique(strata[idx], return_counts=True)
+    small = set(keys[counts < 2])
+    strat = np.array(["rare" if s in small else s for s in strata[idx]])
+    if len(set(strat)) > 1 and min(np.unique(strat, return_counts=True)[1]) < 2:
+        strat = None
+    a, b = train_test_split(idx, test_size=test_size, random_state=seed, stratify=strat)
+    return np.sort(a), np.sort(b)
+
+
+def random_split(rows: list[dict], seed: int = 0, val: float = 0.15, test: float = 0.15) -> dict[str, list[int]]:
+    """Train/val/test stratified by source x label."""
+    strata = np.array([f"{r['source']}|{r['label']}" for r in rows])
+    idx = np.arange(len(rows))
+    rest, te = _stratified(idx, strata, test, seed)
+    tr, va = _stratified(rest, strata, val / (1 - test), seed)
+    return {"train": tr.tolist(), "val": va.tolist(), "test": te.tolist()}
+
+
+def cross_domain_split(rows: list[dict], heldout: tuple[str, ...] = HELDOUT, seed: int = 0,
+                       val: float = 0.15) -> dict[str, list[int]]:
+    """Test = every example of a held-out source ('simpleqa') or source/category ('red/music');
+    train/val = a stratified split of everything else."""
+    held = np.array([r["source"] in heldout or group_of(r) in heldout for r in rows])
+    if held.all() or not held.any():
+        raise ValueError(f"held-out groups {heldout} must leave both a train and a test part")
+    strata = np.array([f"{r['source']}|{r['label']}" for r in rows])
+    tr, va = _stratified(np.flatnonzero(~held), strata, val, seed)
+    return {"train": tr.tolist(), "val": va.tolist(), "test": np.flatnonzero(held).tolist(),
+            "heldout": list(heldout)}
+
+
+def make_splits(rows: list[dict], seed: int = 0) -> dict[str, dict]:
+    """Both splits, keyed by example id so they survive a rebuild that reorders rows."""
+    ids = [r["id"] for r in rows]
+    named = {"random": random_split(rows, seed), "cross_domain": cross_domain_split(rows, seed=seed)}
+    return {name: {k: ([ids[i] for i in v] if k != "heldout" else v) for k, v in s.items()}
+            for name, s in named.items()}
+
+
+def save_splits(path: Path, splits: dict) -> None:
+    path.write_text(json.dumps(splits))
+
+
+def load_splits(path: Path, rows: list[dict]) -> dict[str, dict[str, np.ndarray]]:
+    """Splits as row indices into `rows`."""
+    pos = {r["id"]: i for i, r in enumerate(rows)}
+    raw = json.loads(path.read_text())
+    return {name: {k: np.array([pos[i] for i in v]) for k, v in s.items() if k != "heldout"}
+            for name, s in raw.items()}

@@ -1,0 +1,54 @@
+"""Dataset files: one JSON row per example plus aligned float16 feature arrays (never raw activations)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from gate.engine.features import Features
+
+ROOT = Path(__file__).resolve().parent.parent
+_ARRAYS = ("layer", "globals", "hidden", "top_tokens")
+
+
+def data_dir(slug: str) -> Path:
+    return ROOT / "data" / slug
+
+
+def save_features(path: Path, feats: Features, ids: list[str], meta: dict) -> None:
+    """Atomic compressed npz: a killed write never leaves a file that looks finished."""
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, ids=np.array(ids), meta=np.array(json.dumps(meta)),
+                        **{k: getattr(feats, k) for k in _ARRAYS})
+    os.replace(tmp, path)
+
+
+def load_features(path: Path) -> tuple[Features, list[str], dict]:
+    with np.load(path, allow_pickle=False) as z:
+        feats = Features(**{k: z[k] for k in _ARRAYS})
+        return feats, z["ids"].tolist(), json.loads(str(z["meta"]))
+
+
+def save_rows(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def concat(parts: list[Features]) -> Features:
+    return Features(*(np.concatenate([getattr(p, k) for p in parts]) for k in _ARRAYS))
+
+
+def load_dataset(directory: Path) -> tuple[list[dict], Features, dict]:
+    """Rows and features of a built dataset, checked to be aligned by id."""
+    rows = load_rows(directory / "examples.jsonl")
+    feats, ids, meta = load_features(directory / "features.npz")
+    if ids != [r["id"] for r in rows]:
+        raise ValueError(f"{directory}: examples.jsonl and features.npz are not aligned")
+    return rows, feats, meta
