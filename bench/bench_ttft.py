@@ -1,0 +1,124 @@
+"""Time to first token and total time of a chat turn, as ratios, in one run on the configured model.
+
+    .venv/bin/python bench/bench_ttft.py [--reps 5] [--max-tokens 32]
+
+(a) `seed` mode vs generating from the same final prompt (prompt + the same seed) with no probe:
+    the cost of knowing. The probe forward is the prefill, so only the features, the sidecar and the
+    seed's own forward are added; a design that ran the prompt twice would show ≈2× here.
+(b) `seed` vs `off`: what a user feels.  (c) `gate` mode's abstention (nothing generated) vs `off`.
+
+All turns go through Gate (the real entry point) except the no-probe reference, which uses the same
+prefill/decoding functions. First-token times count from the moment the turn gets the model. Reps are
+interleaved; medians are printed. Without a trained sidecar a fixed stand-in P(knows) is used (said below).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from bench_probe import FILLER
+from gate.config import load_settings
+from gate.engine.chat import seed_opening
+from gate.engine.generate import SamplingParams, continue_tokens, prefill
+from gate.engine.runtime import Engine
+from gate.pipeline import Gate
+from gate.turns import TurnOverrides
+
+
+class _Fixed:
+    """Stand-in sidecar (only when no checkpoint exists, and for the abstention row)."""
+
+    def __init__(self, p: float):
+        self.p = p
+
+    def predict_proba(self, features) -> np.ndarray:
+        return np.full(features.layer.shape[0], self.p)
+
+
+def messages_of(engine: Engine, tokens: int) -> list[dict]:
+    """One user turn whose served prompt has about `tokens` tokens, ending in a short question."""
+    question, words, n = "What is the capital city of Australia?", FILLER.split(), 0
+    body = question
+    while len(engine.encode([engine.prompt([{"role": "user", "content": body}])])[0][0]) < tokens:
+        n += 1
+        body = " ".join((words * (1 + n // len(words)))[:n]) + " " + question
+    return [{"role": "user", "content": body}]
+
+
+def no_probe(gate: Gate, messages: list[dict], seed: str, params: SamplingParams) -> tuple[float, float, int]:
+    """Reference: one plain prefill of prompt + seed, then decoding; (first-token ms, total ms, tokens)."""
+    engine = gate.engine
+    prompt = engine.prompt(messages)
+    ids, _ = engine.encode([prompt])
+    start = time.perf_counter()
+    extra = engine.tokenizer(seed_opening(prompt, engine.thinking, seed), add_special_tokens=False,
+                             return_tensors="pt")["input_ids"].to(engine.device)
+    full = torch.cat([ids, extra], dim=1)
+    first, n = None, 0
+    for tok in continue_tokens(engine.model, prefill(engine.model, full, torch.ones_like(full)), params, gate.eos_ids):
+        first = first or (time.perf_counter() - start) * 1e3
+        n += 1
+        if int(tok[0]) in gate.eos_ids:
+            break
+    return first, (time.perf_counter() - start) * 1e3, n
+
+
+def per_token(first_ms: float, total_ms: float, tokens: float) -> float:
+    return (total_ms - first_ms) / max(tokens - 1, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--config", default=None)
+    args = ap.parse_args()
+    settings = load_settings(args.config)
+    gate = Gate(settings)
+    stand_in = gate.sidecar is None
+    if stand_in:
+        gate.sidecar = _Fixed(0.9)
+    abstainer = Gate(settings, engine=gate.engine, sidecar=_Fixed(0.05))
+    params = SamplingParams(max_tokens=args.max_tokens)
+    ov = {m: TurnOverrides(mode=m, max_tokens=args.max_tokens) for m in ("off", "seed", "gate")}
+    engine = gate.engine
+    print(f"model {engine.loaded.model_id} on {engine.device} ({engine.loaded.dtype}), {torch.get_num_threads()} "
+          f"threads, greedy, ≤{args.max_tokens} tokens, median of {args.reps}"
+          + (" — NO sidecar checkpoint: stand-in P(knows)=0.9" if stand_in else ""))
+    head = (f"{'prompt':>6} | {'probe':>6} {'seed':>6} {'ref':>6} {'(a) ttft':>8} {'(a) total':>9} | {'off':>6} "
+            f"{'(b) ttft':>8} {'(b) total':>9} | {'abstain':>7} {'(c)':>5} | {'ms/token seed/ref/off':>21}")
+    print(head + "\n" + "-" * len(head), flush=True)
+    for tokens in (50, 200, 1000):
+        messages = messages_of(engine, tokens)
+        rows: dict[str, list] = {k: [] for k in ("seed", "ref", "off", "abstain")}
+        for rep in range(args.reps + 1):  # the first round warms up and is dropped
+            seed = gate.chat(messages, ov["seed"])
+            ref = no_probe(gate, messages, seed.gate.seed_text, params)
+            off = gate.chat(messages, ov["off"])
+            abstain = abstainer.chat(messages, ov["gate"])
+            if rep:
+                rows["seed"].append((seed.gate.probe_ms, seed.first_token_ms, seed.total_ms, seed.completion_tokens))
+                rows["ref"].append((0.0, *ref))
+                rows["off"].append((off.gate.probe_ms, off.first_token_ms, off.total_ms, off.completion_tokens))
+                rows["abstain"].append((0.0, abstain.first_token_ms, abstain.total_ms, 0))
+        med = {k: [statistics.median(c) for c in zip(*v)] for k, v in rows.items()}
+        probe, s_first, s_total, _ = med["seed"]
+        r_first, r_total = med["ref"][1:3]
+        o_first, o_total = med["off"][1:3]
+        a_total = med["abstain"][2]
+        rates = "/".join(f"{per_token(*med[k][1:]):.0f}" for k in ("seed", "ref", "off"))
+        print(f"{seed.prompt_tokens:>6} | {probe:>6.0f} {s_first:>6.0f} {r_first:>6.0f} {s_first / r_first:>8.2f} "
+              f"{s_total / r_total:>9.2f} | {o_first:>6.0f} {s_first / o_first:>8.2f} {s_total / o_total:>9.2f} | "
+              f"{a_total:>7.0f} {a_total / o_first:>5.2f} | {rates:>21}", flush=True)
+    print("ms are medians; probe = prompt forward + features + sidecar; seed/ref/off = time to first token.\n"
+          "(a) seed vs the no-probe reference on prompt + seed (same greedy tokens; target ≤ 1.15 on ttft)\n"
+          "(b) seed vs off (different replies, so the total ratio also reflects reply length)\n"
+          "(c) gate-mode abstention (whole turn, nothing generated) / off time to first token")
+
+
+if __name__ == "__main__":
+    main()
