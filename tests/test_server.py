@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Iterator
 
 import httpx
@@ -207,20 +208,54 @@ def test_eight_concurrent_clients_all_served(client, served, base):
     assert health(base)["served"] == before + 8
 
 
-def test_disconnected_stream_frees_the_engine(client, served, base):
-    cancelled = health(base)["cancelled"]
+@contextmanager
+def long_stream(base: str, served: str) -> Iterator[None]:
+    """Hold the engine with a long streamed generation; leaving the block hangs up mid-stream."""
     body = _body(served, messages=[{"role": "user", "content": "Write a very long story about a dragon."}],
                  max_tokens=2000, stream=True, gate={"mode": "off"})
     with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=60) as resp:
-        for line in resp.iter_lines():
+        lines = resp.iter_lines()  # held: dropping a half-read iterator would hang up at once
+        for line in lines:
             if '"content":"' in line and '"role"' not in line:  # a real token arrived: generation is running
                 break
-    gone = time.monotonic()  # leaving the block closed the connection mid-stream
-    while health(base)["running"]:
-        assert time.monotonic() - gone < 10, "generation kept running after the client left"
+        yield
+
+
+def wait_for(base: str, key: str, value, within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    while health(base)[key] != value:
+        assert time.monotonic() < deadline, f"/health {key} never became {value}: {health(base)}"
         time.sleep(0.02)
+
+
+def test_disconnected_stream_frees_the_engine(client, served, base):
+    cancelled = health(base)["cancelled"]
+    with long_stream(base, served):
+        assert health(base)["running"]
+    wait_for(base, "running", False)  # within seconds, not the minutes 2,000 tokens would take
     assert health(base)["cancelled"] == cancelled + 1
     assert ask(client, served, max_tokens=2).choices[0].message.content
+
+
+def test_queue_is_first_come_first_served_and_leavers_leave_it(client, served, base):
+    before = health(base)
+    done: list[str] = []
+
+    def queued(name: str) -> None:
+        ask(client, served, max_tokens=2)
+        done.append(name)
+
+    with ThreadPoolExecutor(3) as pool, long_stream(base, served):
+        for i, name in enumerate("ABC", start=1):
+            pool.submit(queued, name)
+            wait_for(base, "waiting", i)
+        with pytest.raises(httpx.ReadTimeout):  # a fourth client gives up while queued ...
+            httpx.post(f"{base}/v1/chat/completions", json=_body(served), timeout=httpx.Timeout(60, read=0.5))
+        wait_for(base, "waiting", 3)  # ... and leaves the queue while the engine is still busy
+        assert health(base)["running"]
+    wait_for(base, "served", before["served"] + 3, within=60)
+    assert done == ["A", "B", "C"]
+    assert health(base)["cancelled"] == before["cancelled"] + 1  # only the long stream; the leaver never ran
 
 
 # --- API key -----------------------------------------------------------------------------------------------
