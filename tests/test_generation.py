@@ -16,7 +16,8 @@ def test_continuing_the_probe_cache_equals_generating_from_scratch(engine):
     seed_ids = engine.tokenizer(SEED, add_special_tokens=False, return_tensors="pt")["input_ids"].to(engine.device)
     eos = stop_token_ids(engine.tokenizer)
     probe = engine.probe_ids(ids, mask)
-    ours = [int(t[0]) for t in continue_tokens(engine.model, probe.capture, SamplingParams(max_tokens=24), eos, seed_ids)]
+    steps = continue_tokens(engine.model, probe.capture, SamplingParams(max_tokens=24), eos, seed_ids)
+    ours = [int(t[0]) for t in steps]
     full = torch.cat([ids, seed_ids], dim=1)
     ref = engine.model.generate(full, attention_mask=torch.ones_like(full), max_new_tokens=24, do_sample=False,
                                 eos_token_id=eos, pad_token_id=eos[0])[0, full.shape[1]:].tolist()

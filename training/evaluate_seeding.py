@@ -27,6 +27,7 @@ from gate.engine.loading import model_slug
 from training.build_dataset import user_text
 from training.normalize import matches
 from training.sources import Example
+from training.splits import load_splits
 from training.store import data_dir, load_rows
 
 ABSTAINS = re.compile(r"\b(i (do not|don't|dont) know|i'm not able to answer|i am not able to answer|i cannot answer|"
@@ -46,12 +47,10 @@ def score(reply: str, golds: list[str], abstention: str) -> str:
     return "abstained" if ABSTAINS.search(reply) else "wrong"
 
 
-def held_out(directory: Path, limit: int | None) -> list[dict]:
-    """The test split's rows (ids from splits.json, rows from examples.jsonl), in file order."""
-    splits = json.loads((directory / "splits.json").read_text())
-    test = set(splits["test"])
-    rows = [r for r in load_rows(directory / "examples.jsonl") if r["id"] in test]
-    return rows[:limit]
+def held_out(directory: Path, split: str, limit: int | None) -> list[dict]:
+    """The test part of a split the sidecar was not trained on (splits.json, made by training.train)."""
+    rows = load_rows(directory / "examples.jsonl")
+    return [rows[i] for i in load_splits(directory / "splits.json", rows)[split]["test"][:limit]]
 
 
 def metrics(outcomes: list[str], confident: list[bool], base_correct: list[bool], rng: np.random.Generator) -> dict:
@@ -96,14 +95,15 @@ def summarise(results: list[dict], abstention: str, seed: int = 0) -> dict:
     by_decision = {}
     for d in ("answer", "hedge", "abstain"):
         idx = [i for i, r in enumerate(results) if r["decision"] == d]
-        by_decision[d] = {"n": len(idx), "baseline_accuracy": float(np.mean([base_correct[i] for i in idx])) if idx else None}
+        accuracy = float(np.mean([base_correct[i] for i in idx])) if idx else None
+        by_decision[d] = {"n": len(idx), "baseline_accuracy": accuracy}
     return {"modes": {m: metrics(outcome[m], confident[m], base_correct, rng) for m in MODES},
             "by_decision": by_decision}
 
 
 def markdown(summary: dict, info: dict) -> str:
     lines = [f"# Seeding evaluation — {info['model']}", "",
-             f"{info['n']} held-out test questions, greedy, ≤{info['max_tokens']} tokens, bands "
+             f"{info['n']} held-out questions ({info['split']} split), greedy, ≤{info['max_tokens']} tokens, bands "
              f"low={info['bands'][0]} high={info['bands'][1]}. {info['note']}", "",
              "| mode | accuracy on answered | confident wrong / wrong | confident wrong / all | correct kept | "
              "abstention | effective reliability (95% CI) |", "|---|---|---|---|---|---|---|"]
@@ -124,12 +124,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m training.evaluate_seeding", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="gate.yaml to use (default: $GATE_CONFIG or the repo's gate.yaml)")
+    ap.add_argument("--split", default="random", choices=("random", "cross_domain"),
+                    help="whose test part to ask (default: %(default)s, the split the shipped sidecar was trained on)")
     ap.add_argument("--limit", type=int, default=300, help="test questions to ask (default: %(default)s)")
     ap.add_argument("--max-tokens", type=int, default=32, help="reply budget (default: %(default)s)")
     args = ap.parse_args(argv)
     settings = load_settings(args.config)
     directory = data_dir(model_slug(settings.model.id))
-    rows = held_out(directory, args.limit)
+    rows = held_out(directory, args.split, args.limit)
     from gate.pipeline import Gate
     gate = Gate(settings)
     if gate.sidecar is None:
@@ -137,7 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = evaluate(gate, rows, args.max_tokens)
     summary = summarise(results, settings.policy.abstention)
     bands = settings.policy.bands
-    info = {"model": settings.model.id, "n": len(results), "max_tokens": args.max_tokens, "bands": [bands.low, bands.high],
+    info = {"model": settings.model.id, "split": f"{args.split}/test", "n": len(results),
+            "max_tokens": args.max_tokens, "bands": [bands.low, bands.high],
             "seeds": settings.policy.seeds.model_dump(), "abstention": settings.policy.abstention,
             "note": "The default model's weights went through 4-bit quantisation (GGUF Q4_1) before conversion."
             if settings.model.id == "smollm2-135m-instruct" else ""}

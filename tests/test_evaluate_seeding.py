@@ -1,0 +1,31 @@
+"""Scoring and metrics of the seeding evaluation (pure: no model)."""
+import pytest
+
+from training.evaluate_seeding import score, summarise
+
+ABSTENTION = "No comment."
+
+
+def test_score_rules():
+    assert score("Paris.\nOr maybe Lyon.", ["Paris"], ABSTENTION) == "correct"
+    assert score("I don't know the answer.", ["Paris"], ABSTENTION) == "abstained"
+    assert score(ABSTENTION, ["Paris"], ABSTENTION) == "abstained"
+    assert score("Lyon.", ["Paris"], ABSTENTION) == "wrong"
+
+
+def test_summary_metrics():
+    rows = [  # baseline: 2 correct, 2 wrong; the gate abstains on one wrong and on one correct
+        {"golds": ["Paris"], "decision": "answer", "replies": {"off": "Paris", "seed": "Paris", "gate": "Paris"}},
+        {"golds": ["Rome"], "decision": "abstain", "replies": {"off": "Rome", "seed": "Rome", "gate": ABSTENTION}},
+        {"golds": ["Oslo"], "decision": "hedge", "replies": {"off": "Bergen", "seed": "I think Bergen",
+                                                               "gate": "I think Bergen"}},
+        {"golds": ["Bern"], "decision": "abstain", "replies": {"off": "Zurich", "seed": "I don't know.",
+                                                                "gate": ABSTENTION}},
+    ]
+    s = summarise(rows, ABSTENTION)
+    off, seed, gate = (s["modes"][m] for m in ("off", "seed", "gate"))
+    assert (off["accuracy_on_answered"], off["abstention_rate"], off["effective_reliability"]) == (0.5, 0.0, 0.0)
+    assert off["confident_wrong_share_of_wrong"] == 1.0 and off["correct_kept"] == 1.0
+    assert seed["confident_wrong_share_of_wrong"] == 0.0 and seed["effective_reliability"] == pytest.approx(0.25)
+    assert gate["correct_kept"] == 0.5 and gate["abstention_rate"] == 0.5 and gate["effective_reliability"] == 0.0
+    assert s["by_decision"]["abstain"] == {"n": 2, "baseline_accuracy": 0.5}
