@@ -8,6 +8,8 @@ Thread safety: one model instance serves one turn at a time. Each turn holds `Ga
 `threading.Lock`) from its prompt forward to its last token; waiting turns are admitted in whatever
 order the OS wakes them (no strict FIFO). A stream holds the lock until it is exhausted or closed,
 so adapters must close a stream they abandon (a client that disconnects).
+Validation, templating and tokenisation run in the caller's thread before the lock (tokenisation never
+pads, so the shared fast tokenizer is never reconfigured under a concurrent turn).
 Timings count from the moment the turn gets the model; time spent waiting for the lock is excluded.
 """
 from __future__ import annotations
@@ -124,8 +126,11 @@ class Gate:
         if not isinstance(ov.stop, list) or not all(isinstance(s, str) for s in ov.stop):
             raise TurnError("stop must be a list of strings", param="stop")
         params = SamplingParams(gen.max_tokens, gen.temperature, gen.top_p, ov.seed, list(ov.stop))
+        if ov.seed is not None and (isinstance(ov.seed, bool) or not isinstance(ov.seed, int)):
+            raise TurnError("seed must be an integer", param="seed")
         prompt = self.engine.prompt(normalize_messages(messages))
-        ids, mask = self.engine.encode([prompt])
+        ids = torch.tensor([self._tokens(prompt)], dtype=torch.long, device=self.engine.device)
+        mask = torch.ones_like(ids)
         needed = ids.shape[1] + (self._seed_room(prompt, mode) + gen.max_tokens if budget is None else budget)
         if needed > self.context_window:
             raise PromptTooLong(f"the prompt has {ids.shape[1]} tokens; with the seed and max_tokens="
@@ -142,6 +147,7 @@ class Gate:
                    for d in ("answer", "hedge", "abstain"))
 
     def _tokens(self, text: str) -> list[int]:
+        """One text, never padded: a fast tokenizer whose padding state never changes is safe across threads."""
         return self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _p_knows(self, features: Features) -> float | None:

@@ -87,3 +87,13 @@ def test_bad_requests_raise_before_the_turn(make_gate):
     with pytest.raises(TurnError):
         gate.stream([{"role": "robot", "content": "hi"}])
     assert not gate.lock.locked()
+
+
+def test_concurrent_turns_are_served_one_at_a_time(make_gate):
+    from concurrent.futures import ThreadPoolExecutor
+    gate = make_gate(mode="off")
+    questions = [[{"role": "user", "content": f"What is {i} plus {i}?"}] for i in range(3)]
+    ov = TurnOverrides(max_tokens=4)
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda q: gate.chat(q, ov).content, questions))
+    assert together == [gate.chat(q, ov).content for q in questions]
