@@ -136,7 +136,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-new-tokens", type=int, default=32, help="greedy answer budget (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="sampling and order seed (default: %(default)s)")
     ap.add_argument("--out", type=Path, help="output folder (default: data/<model-slug>)")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (on a shared, busy CPU 1 avoids spinning threads)")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
 
     settings: Settings = load_settings(args.config)
     if args.model:

@@ -63,8 +63,8 @@ def save_splits(path: Path, splits: dict) -> None:
 
 
 def load_splits(path: Path, rows: list[dict]) -> dict[str, dict[str, np.ndarray]]:
-    """Splits as row indices into `rows`."""
+    """Splits as row indices into `rows` (ids absent from `rows`, e.g. after --limit, are dropped)."""
     pos = {r["id"]: i for i, r in enumerate(rows)}
     raw = json.loads(path.read_text())
-    return {name: {k: np.array([pos[i] for i in v]) for k, v in s.items() if k != "heldout"}
+    return {name: {k: np.array([pos[i] for i in v if i in pos], dtype=int) for k, v in s.items() if k != "heldout"}
             for name, s in raw.items()}

@@ -1,0 +1,36 @@
+"""Evaluation runs from the shipped features alone: no model is loaded."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from gate.engine import loading
+from training import evaluate
+from training.store import data_dir
+
+SHIPPED = data_dir("smollm2-135m-instruct")
+
+
+@pytest.mark.skipif(not (SHIPPED / "features.npz").exists(), reason="shipped features not present")
+def test_evaluate_from_shipped_features(tmp_path, monkeypatch):
+    def no_model(*a, **k):
+        raise AssertionError("evaluate must not load a model")
+    monkeypatch.setattr(loading, "load_model", no_model)
+    monkeypatch.setattr(loading.AutoModelForCausalLM, "from_pretrained", no_model)
+    metrics = evaluate.main(["--out", str(tmp_path), "--fast", "--limit", "1500", "--cv-folds", "0",
+                             "--bootstrap", "20", "--min-each", "5"])
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["splits"].keys() == metrics["splits"].keys() == {"random", "cross_domain"}
+    for split in ("random", "cross_domain"):
+        methods = saved["splits"][split]["methods"]
+        assert {"sidecar", "hidden_lr", "text_tfidf", "category_rate", "neg_entropy", "globals_lr"} <= methods.keys()
+        for m in methods.values():
+            assert 0.0 <= m["auroc"] <= 1.0 and 0.0 <= m["ece"] <= 1.0 and m["n"] > 0
+    # The shipped sidecar (trained on the random split's train part) is better than chance on its test part.
+    assert saved["splits"]["random"]["methods"]["sidecar"]["auroc"] > 0.6
+    assert 0.0 <= saved["bands"]["low"] <= saved["bands"]["high"] <= 1.0
+    assert all((tmp_path / f).stat().st_size > 1000 for f in saved["figures"])
+    assert "| sidecar |" in (tmp_path / "metrics.md").read_text()
+    assert not math.isnan(saved["splits"]["random"]["methods"]["hidden_lr"]["auroc"])

@@ -1,0 +1,78 @@
+"""Sidecar: learns a separable synthetic problem, round-trips through a checkpoint, refuses other models."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from gate.engine.features import Features
+from gate.sidecar import Sidecar, SidecarMismatch, load_for, model_signature, sidecar_dir
+
+L, F, G, H, D = 6, 4, 3, 2, 8
+SIG = {"model_id": "toy/model-a", "num_layers": L, "hidden_size": D, "vocab_size": 100,
+       "layer_features": [f"f{i}" for i in range(F)], "global_features": [f"g{i}" for i in range(G)],
+       "hidden_depths": [0.5, 1.0], "positions": 4, "recall_band": [0.35, 0.75]}
+
+
+def synthetic(n: int, seed: int) -> tuple[Features, np.ndarray]:
+    """Labels come from a mid-depth feature, one global and a hidden direction, plus noise."""
+    rng = np.random.default_rng(seed)
+    layer = rng.normal(size=(n, L, F))
+    glob = rng.normal(size=(n, G))
+    hidden = rng.normal(size=(n, H, D))
+    score = 2 * layer[:, 2:4, 0].mean(1) + glob[:, 1] + hidden[:, 0, 3] + 0.1 * rng.normal(size=n)
+    y = (score > np.quantile(score, 0.75)).astype(int)  # imbalanced, like real labels
+    feats = Features(layer.astype(np.float16), glob.astype(np.float16), hidden.astype(np.float16),
+                     np.zeros((n, L), dtype=np.int64))
+    return feats, y
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[Sidecar, Features, np.ndarray]:
+    tr, ytr = synthetic(500, 0)
+    va, yva = synthetic(200, 1)
+    te, yte = synthetic(300, 2)
+    sc = Sidecar(signature=SIG, seeds=1, epochs=30).fit(tr, ytr, va, yva)
+    return sc, te, yte
+
+
+def test_learns_separable_problem(fitted):
+    sc, te, yte = fitted
+    p = sc.predict_proba(te)
+    assert p.shape == (len(yte),) and np.all((p >= 0) & (p <= 1))
+    assert roc_auc_score(yte, p) > 0.9
+    assert abs(p.mean() - yte.mean()) < 0.1  # calibrated to the base rate, not the balanced 0.5
+
+
+def test_checkpoint_round_trip(fitted, tmp_path):
+    sc, te, _ = fitted
+    sc.save(tmp_path)
+    again = Sidecar.load(tmp_path, signature=dict(SIG))
+    np.testing.assert_allclose(again.predict_proba(te), sc.predict_proba(te), rtol=1e-5, atol=1e-6)
+    assert again.signature == SIG
+
+
+def test_loading_for_another_model_is_refused(fitted, tmp_path):
+    sc, _, _ = fitted
+    sc.save(tmp_path)
+    other = {**SIG, "model_id": "toy/model-b", "num_layers": 12}
+    with pytest.raises(SidecarMismatch, match="toy/model-a.*toy/model-b"):
+        Sidecar.load(tmp_path, signature=other)
+
+
+def test_features_of_wrong_shape_are_refused(fitted):
+    sc, te, _ = fitted
+    wrong = Features(te.layer[:, :3], te.globals, te.hidden, te.top_tokens[:, :3])
+    with pytest.raises(SidecarMismatch):
+        sc.predict_proba(wrong)
+
+
+def test_load_for_engine(engine, settings, tmp_path, monkeypatch, fitted):
+    """No checkpoint -> None; a checkpoint saved for another model under this model's folder -> refused."""
+    monkeypatch.setattr(engine.settings, "sidecar_dir", str(tmp_path))
+    assert sidecar_dir(engine.settings, engine.loaded.model_id).parent == tmp_path
+    assert load_for(engine) is None
+    fitted[0].save(sidecar_dir(engine.settings, engine.loaded.model_id))
+    with pytest.raises(SidecarMismatch, match="toy/model-a"):
+        load_for(engine)
+    assert model_signature(engine)["num_layers"] == engine.arch.num_layers

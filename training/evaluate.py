@@ -1,0 +1,287 @@
+"""Evaluate the sidecar against every baseline from saved features alone (no model is loaded).
+
+For each split (random test; cross-domain test on held-out sources/categories; 5-fold cross-validation over
+everything) and each source: AUROC with bootstrap intervals, AUPRC, ECE (10 bins), Brier, positive rate, and
+AUROC within categories; risk-coverage of the model's own correctness and AURC; recommended bands. Writes
+metrics.json, metrics.md and figures/*.png next to the dataset.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from gate.config import load_settings
+from gate.engine.loading import model_slug
+from gate.sidecar import Sidecar, SidecarMismatch, sidecar_dir
+from training.baselines import BASELINES, Method, Part, SidecarMethod
+from training.store import data_dir, load_dataset
+from training.train import ensure_splits
+
+DEFAULT_BANDS = (0.4, 0.7)
+
+
+# ---- metrics ---------------------------------------------------------------------------------------------
+def auroc(y: np.ndarray, s: np.ndarray) -> float:
+    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error over equal-width probability bins."""
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    return float(sum(abs(y[which == b].mean() - p[which == b].mean()) * (which == b).mean()
+                     for b in range(bins) if (which == b).any()))
+
+
+def bootstrap_auroc(y: np.ndarray, s: np.ndarray, n: int, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of AUROC over bootstrap resamples of the evaluated examples."""
+    rng = np.random.default_rng(seed)
+    vals = [auroc(y[i], s[i]) for i in (rng.integers(0, len(y), len(y)) for _ in range(n))]
+    vals = [v for v in vals if v == v]
+    return (float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))) if vals else (float("nan"),) * 2
+
+
+def within_category_auroc(rows: list[dict], y: np.ndarray, s: np.ndarray, min_each: int) -> dict:
+    """Size-weighted AUROC inside each category with at least `min_each` of both labels: the topic is fixed,
+    so only the model's own knowledge can separate the examples."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(f"{r['source']}/{r['category']}", []).append(i)
+    kept = {g: np.array(ix) for g, ix in groups.items() if min_each <= y[ix].sum() <= len(ix) - min_each}
+    if not kept:
+        return {"auroc": float("nan"), "categories": 0, "n": 0}
+    n = sum(len(ix) for ix in kept.values())
+    return {"auroc": float(sum(auroc(y[ix], s[ix]) * len(ix) for ix in kept.values()) / n),
+            "categories": len(kept), "n": int(n)}
+
+
+def risk_coverage(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Answer only the most confident k: coverage k/n against the error rate among the answered."""
+    order = np.argsort(-p, kind="stable")
+    correct = np.cumsum(y[order])
+    k = np.arange(1, len(y) + 1)
+    return k / len(y), 1.0 - correct / k
+
+
+def block(rows: list[dict], y: np.ndarray, s: np.ndarray, p: np.ndarray, boot: int, min_each: int) -> dict:
+    """All metrics of one method on one evaluated set."""
+    cov, risk = risk_coverage(y, p)
+    answered = p >= 0.5
+    return {"n": int(len(y)), "positives": int(y.sum()), "pos_rate": float(y.mean()),
+            "auroc": auroc(y, s), "auroc_ci95": bootstrap_auroc(y, s, boot),
+            "auprc": float(average_precision_score(y, s)) if y.any() else float("nan"),
+            "ece": ece(y, p), "brier": float(np.mean((p - y) ** 2)), "mean_p": float(p.mean()),
+            "within_category": within_category_auroc(rows, y, s, min_each),
+            "aurc": float(risk.mean()),
+            "effective_reliability_at_0.5": float((y[answered] * 2 - 1).sum() / len(y))}
+
+
+# ---- running the methods -----------------------------------------------------------------------------------
+def methods(signature: dict, fast: bool) -> list[Method]:
+    hp = {"seeds": 1, "epochs": 5} if fast else {}
+    return [SidecarMethod(signature=signature, **hp), *(cls() for cls in BASELINES)]
+
+
+def run_split(data: Part, idx: dict[str, np.ndarray], signature: dict, fast: bool,
+              shipped: Sidecar | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Fit every method on the train part, calibrate on val; (score, proba) on test, per method."""
+    train, val, test = (data.take(idx[k]) for k in ("train", "val", "test"))
+    out = {}
+    for m in methods(signature, fast):
+        if shipped is not None and m.name == "sidecar":
+            m = SidecarMethod(sidecar=shipped)  # evaluate exactly what ships
+        else:
+            m.fit(train, val)
+        m.calibrate(val)
+        out[m.name] = (m.score(test), m.proba(test))
+    return out
+
+
+def cross_validate(data: Part, folds: int, signature: dict, fast: bool, seed: int = 0):
+    """Out-of-fold scores for every example (each fold's model saw 85% of the rest for training, 15% for val)."""
+    n = len(data.y)
+    scores: dict[str, np.ndarray] = {}
+    probas: dict[str, np.ndarray] = {}
+    per_fold: dict[str, list[float]] = {}
+    strata = np.array([f"{r['source']}|{y}" for r, y in zip(data.rows, data.y)])
+    for f, (rest, te) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(n), strata)):
+        tr, va = train_test_split(rest, test_size=0.15, random_state=seed + f, stratify=strata[rest])
+        for name, (s, p) in run_split(data, {"train": tr, "val": va, "test": te}, signature, fast).items():
+            scores.setdefault(name, np.zeros(n))[te] = s
+            probas.setdefault(name, np.zeros(n))[te] = p
+            per_fold.setdefault(name, []).append(auroc(data.y[te], s))
+    return scores, probas, per_fold
+
+
+def recommend_bands(y: np.ndarray, p: np.ndarray, target_high: float = 0.7, max_low: float = 0.05,
+                    min_count: int = 10) -> dict:
+    """Bands from validation data: `high` = lowest threshold whose answered set is right ≥ 70% of the time
+    (the default's meaning); `low` = highest threshold below which the model is right ≤ 5% of the time.
+    Where the data cannot support a choice, the default stays."""
+    cand = np.unique(np.round(p, 3))
+    high = next((float(t) for t in cand if (p >= t).sum() >= min_count and y[p >= t].mean() >= target_high), None)
+    lows = [float(t) for t in cand if (p < t).sum() >= min_count and y[p < t].mean() <= max_low]
+    low = max(lows) if lows else None
+    if high is not None and low is not None and low > high:
+        low = high
+    return {"low": low if low is not None else DEFAULT_BANDS[0], "high": high if high is not None else DEFAULT_BANDS[1],
+            "low_from_data": low is not None, "high_from_data": high is not None,
+            "rule": f"high: lowest p whose answered set is right >= {target_high:.0%} (>= {min_count} answered); "
+                    f"low: highest p below which <= {max_low:.0%} are right; chosen on the validation part"}
+
+
+def band_shares(y: np.ndarray, p: np.ndarray, low: float, high: float) -> dict:
+    """Share and accuracy of abstain / hedge / answer under the given bands."""
+    out = {}
+    for name, m in (("abstain", p < low), ("hedge", (p >= low) & (p < high)), ("answer", p >= high)):
+        out[name] = {"share": float(m.mean()), "accuracy": float(y[m].mean()) if m.any() else None}
+    return out
+
+
+# ---- figures ----------------------------------------------------------------------------------------------
+def figures(out: Path, evals: dict[str, dict[str, tuple]], y_by_split: dict[str, np.ndarray]) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, axes = plt.subplots(1, len(evals), figsize=(5.5 * len(evals), 4.5), squeeze=False)
+    for ax, (split, res) in zip(axes[0], evals.items()):
+        for name, (_, p) in res.items():
+            cov, risk = risk_coverage(y_by_split[split], p)
+            ax.plot(cov, risk, label=f"{name} (AURC {risk.mean():.3f})", lw=2.5 if name == "sidecar" else 1.2)
+        ax.set(title=f"risk-coverage, {split} test", xlabel="coverage (share answered)", ylabel="error among answered")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "risk_coverage.png", dpi=110)
+    paths.append(str(out / "risk_coverage.png"))
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(evals), figsize=(5 * len(evals), 4.5), squeeze=False)
+    edges = np.linspace(0, 1, 11)
+    for ax, (split, res) in zip(axes[0], evals.items()):
+        y = y_by_split[split]
+        for name in ("sidecar", "hidden_lr"):
+            p = res[name][1]
+            which = np.minimum((p * 10).astype(int), 9)
+            pts = [(p[which == b].mean(), y[which == b].mean()) for b in range(10) if (which == b).sum() >= 5]
+            ax.plot(*zip(*pts), "o-", label=f"{name} (ECE {ece(y, p):.3f})")
+        ax.plot([0, 1], [0, 1], "k:", lw=1)
+        ax.hist(res["sidecar"][1], bins=edges, weights=np.full(len(y), 1 / len(y)), alpha=0.2, label="sidecar p share")
+        ax.set(title=f"reliability, {split} test", xlabel="predicted P(knows)", ylabel="observed accuracy")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "reliability.png", dpi=110)
+    paths.append(str(out / "reliability.png"))
+    plt.close(fig)
+    return paths
+
+
+def table(metrics: dict) -> str:
+    """The markdown table for the README."""
+    names = list(metrics["splits"]["random"]["methods"])
+    head = ("| method | test AUROC [95% CI] | cross-domain AUROC [95% CI] | within-category AUROC (CV) | "
+            "CV AUROC mean ± sd | test ECE | test Brier | test AURC |\n|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for n in names:
+        r, c = metrics["splits"]["random"]["methods"][n], metrics["splits"]["cross_domain"]["methods"][n]
+        cv = metrics["splits"].get("cv", {}).get("methods", {}).get(n)
+        wc = f"{cv['within_category']['auroc']:.3f}" if cv else "–"
+        spread = f"{cv['fold_auroc_mean']:.3f} ± {cv['fold_auroc_sd']:.3f}" if cv else "–"
+        lines.append(f"| {n} | {r['auroc']:.3f} [{r['auroc_ci95'][0]:.2f}, {r['auroc_ci95'][1]:.2f}] | "
+                     f"{c['auroc']:.3f} [{c['auroc_ci95'][0]:.2f}, {c['auroc_ci95'][1]:.2f}] | {wc} | {spread} | "
+                     f"{r['ece']:.3f} | {r['brier']:.3f} | {r['aurc']:.3f} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="gate.yaml (its model.id and sidecar_dir pick the folders)")
+    ap.add_argument("--data", type=Path, help="dataset folder (default: data/<model-slug>)")
+    ap.add_argument("--out", type=Path, help="where metrics and figures go (default: the dataset folder)")
+    ap.add_argument("--checkpoint", type=Path, help="sidecar evaluated on the random split (default: the shipped "
+                                                    "one; it must have been trained on that split's train part)")
+    ap.add_argument("--cv-folds", type=int, default=5, help="cross-validation folds, 0 to skip (default: %(default)s)")
+    ap.add_argument("--bootstrap", type=int, default=300, help="bootstrap resamples (default: %(default)s)")
+    ap.add_argument("--min-each", type=int, default=15,
+                    help="within-category AUROC uses categories with at least this many of each label")
+    ap.add_argument("--fast", action="store_true", help="tiny sidecar training (smoke tests only)")
+    ap.add_argument("--limit", type=int, help="use only the first N examples (smoke tests only)")
+    args = ap.parse_args(argv)
+
+    settings = load_settings(args.config)
+    directory = args.data or data_dir(model_slug(settings.model.id))
+    out = args.out or directory
+    rows, feats, meta = load_dataset(directory)
+    splits = ensure_splits(directory, rows, seed=0)
+    if args.limit:
+        rows, feats = rows[:args.limit], feats[:args.limit]
+        splits = {k: {p: v[v < args.limit] for p, v in s.items()} for k, s in splits.items()}
+    y = np.array([r["label"] for r in rows])
+    data = Part(rows, feats, y)
+    signature = meta["signature"]
+    try:
+        shipped = Sidecar.load(args.checkpoint or sidecar_dir(settings, signature["model_id"]), signature)
+    except FileNotFoundError:
+        shipped = None
+    except SidecarMismatch as exc:
+        print(f"not using the shipped checkpoint: {exc}")
+        shipped = None
+
+    metrics: dict = {"dataset": {"n": len(rows), "positives": int(y.sum()), "label_rate": float(y.mean()),
+                                 "by_source": {s: {"n": int(sum(r["source"] == s for r in rows)),
+                                                   "label_rate": float(np.mean([r["label"] for r in rows if r["source"] == s]))}
+                                               for s in sorted({r["source"] for r in rows})},
+                                 "max_new_tokens": meta.get("max_new_tokens"), "model": signature["model_id"]},
+                     "splits": {}}
+    evals, y_by_split = {}, {}
+    for name in ("random", "cross_domain"):
+        idx = splits[name]
+        res = run_split(data, idx, signature, args.fast, shipped if name == "random" else None)
+        test = data.take(idx["test"])
+        evals[name], y_by_split[name] = res, test.y
+        entry = {"n_train": len(idx["train"]), "n_val": len(idx["val"]), "methods": {}, "by_source": {}}
+        for m, (s, p) in res.items():
+            entry["methods"][m] = block(test.rows, test.y, s, p, args.bootstrap, args.min_each)
+        for src in sorted({r["source"] for r in test.rows}):
+            sel = np.array([r["source"] == src for r in test.rows])
+            entry["by_source"][src] = {m: block([r for r, k in zip(test.rows, sel) if k], test.y[sel], s[sel], p[sel],
+                                                args.bootstrap, args.min_each) for m, (s, p) in res.items()}
+        metrics["splits"][name] = entry
+        print(f"{name}: " + "  ".join(f"{m} {entry['methods'][m]['auroc']:.3f}" for m in res))
+
+    if args.cv_folds:
+        scores, probas, per_fold = cross_validate(data, args.cv_folds, signature, args.fast)
+        metrics["splits"]["cv"] = {"folds": args.cv_folds, "methods": {
+            m: {**block(rows, y, scores[m], probas[m], args.bootstrap, args.min_each),
+                "fold_auroc_mean": float(np.mean(per_fold[m])), "fold_auroc_sd": float(np.std(per_fold[m]))}
+            for m in scores}}
+        print("cv within-category: " + "  ".join(
+            f"{m} {v['within_category']['auroc']:.3f}" for m, v in metrics["splits"]["cv"]["methods"].items()))
+
+    # Bands from the validation part of the random split, with the evaluated sidecar.
+    val = data.take(splits["random"]["val"])
+    side = SidecarMethod(sidecar=shipped) if shipped else SidecarMethod(signature=signature, **(
+        {"seeds": 1, "epochs": 5} if args.fast else {})).fit(data.take(splits["random"]["train"]), val)
+    bands = recommend_bands(val.y, side.proba(val))
+    p_test = evals["random"]["sidecar"][1]
+    metrics["bands"] = {**bands, "defaults": {"low": DEFAULT_BANDS[0], "high": DEFAULT_BANDS[1]},
+                        "test_shares_recommended": band_shares(y_by_split["random"], p_test, bands["low"], bands["high"]),
+                        "test_shares_defaults": band_shares(y_by_split["random"], p_test, *DEFAULT_BANDS)}
+    metrics["figures"] = figures(out / "figures", evals, y_by_split)
+    metrics["figures"] = [str(Path(f).relative_to(out)) for f in metrics["figures"]]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (out / "metrics.md").write_text(table(metrics))
+    print(table(metrics))
+    print(f"recommended bands: low={bands['low']:.3f} high={bands['high']:.3f} ({bands['rule']})")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
