@@ -3,22 +3,32 @@ several concurrent clients vs back-to-back in-process turns (one run, one table)
 
     .venv/bin/python bench/bench_server.py [--reps 8] [--clients 4 8] [--max-tokens 16] [--threads 1]
 
-Both sides drive the same loaded Gate; HTTP and in-process turns alternate so load drift on a shared
-machine hits both alike. "First token" is the first piece of generated text (in-process: the first
-Delta; HTTP: the first chunk carrying text, after the role/gate chunk), timed from the call.
+The server runs as deployed, in its own process (`gate serve`, same settings, same torch threads), so the
+GIL of the benchmark's client threads is not the server's. TTFT is taken in pairs (one in-process, one
+HTTP) so load drift on a shared machine hits both alike; which goes first alternates, because going
+second was measurably faster (~100 ms here). "First token" is the first piece of generated text
+(in-process: the first Delta; HTTP: the first chunk carrying text, after the role/gate chunk).
 """
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Iterator
 
+import httpx
 import openai
 import torch
+import yaml
 
-from gate.adapters.app import create_app, serving_in_thread
-from gate.config import load_settings
+from gate.config import Settings, load_settings
 from gate.pipeline import Gate
 from gate.turns import Delta, TurnOverrides
 
@@ -69,8 +79,38 @@ def http_rate(client: openai.OpenAI, model: str, clients: int, n: int, max_token
     return n / (time.perf_counter() - start)
 
 
-def ms(samples: list[float]) -> str:
-    return f"{1000 * statistics.median(samples):8.0f} ms (IQR {1000 * _iqr(samples):.0f})"
+@contextmanager
+def server_process(settings: Settings, threads: int, timeout_s: float = 180) -> Iterator[str]:
+    """`gate serve` on a free loopback port with these settings; yields the base URL once /health answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config, tempfile.TemporaryFile("w+") as log:
+        yaml.safe_dump(settings.model_dump(mode="json"), config)
+        config.flush()
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        proc = subprocess.Popen([sys.executable, "-m", "gate.cli", "--config", config.name, "serve",
+                                 "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    httpx.get(f"{base}/health").raise_for_status()
+                    break
+                except httpx.TransportError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        raise RuntimeError(f"the server did not come up:\n{log.read()[-2000:]}") from None
+                    time.sleep(0.2)
+            yield base
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def ms(samples: list[float], signed: bool = False) -> str:
+    return f"{1000 * statistics.median(samples):{'+' if signed else ''}8.0f} ms (IQR {1000 * _iqr(samples):.0f})"
 
 
 def _iqr(samples: list[float]) -> float:
@@ -84,7 +124,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="+", default=[4, 8], help="concurrent HTTP clients to try")
     ap.add_argument("--requests", type=int, default=16, help="requests per throughput measurement")
     ap.add_argument("--max-tokens", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads, both processes (default: torch's)")
     ap.add_argument("--config", default=None)
     args = ap.parse_args()
     if args.threads:
@@ -96,17 +136,18 @@ def main() -> None:
     print(f"model {gate.engine.loaded.model_id} on {gate.engine.device}, {torch.get_num_threads()} torch threads, "
           f"mode {settings.policy.mode}, sidecar {'loaded' if gate.sidecar is not None else 'none (not gated)'}, "
           f"max_tokens {args.max_tokens}")
-    with serving_in_thread(create_app(settings, gate)) as base:
+    with server_process(settings, torch.get_num_threads()) as base:
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=300)
         in_process_ttft(gate, 0, 2)  # warm both paths
         http_ttft(client, model, 0, 2)
         local, remote = [], []
-        for i in range(args.reps):
-            local.append(in_process_ttft(gate, i, args.max_tokens))
-            remote.append(http_ttft(client, model, i, args.max_tokens))
+        for i in range(args.reps):  # pairs, taken in alternating order so neither side always goes first
+            pair = [lambda: local.append(in_process_ttft(gate, i, args.max_tokens)),
+                    lambda: remote.append(http_ttft(client, model, i, args.max_tokens))]
+            for measure in pair[::1 if i % 2 else -1]:
+                measure()
         rows = [("TTFT in-process (Gate.stream)", ms(local)), ("TTFT via HTTP (openai client, SSE)", ms(remote)),
-                ("HTTP overhead on TTFT", f"{1000 * (statistics.median(remote) - statistics.median(local)):+8.0f} ms "
-                                          f"({statistics.median(remote) / statistics.median(local):.2f}x)")]
+                ("HTTP overhead on TTFT, median of pairs", ms([r - l for r, l in zip(remote, local)], signed=True))]
         rows.append(("req/s in-process, back to back", f"{in_process_rate(gate, args.requests, args.max_tokens):8.2f}"))
         for clients in args.clients:
             rate = http_rate(client, model, clients, args.requests, args.max_tokens)
