@@ -2,7 +2,13 @@
 
 A turn runs ONE prompt forward: the probe (with hooks) is also the generation's prefill. The sidecar
 turns its features into P(knows), the policy picks a band, the seed opens the thought, and decoding
-continues from the probe's KV cache. In `off` mode the prompt forward runs without hooks (the baseline).
+continues from the probe's KV cache (the seed's tokens are one more forward on that cache; the prompt is
+never run twice). In `off` mode the prompt forward runs without hooks (the baseline). `gate` mode below
+the low band returns the configured abstention without generating.
+
+A stream yields GateView (before any generated token), then Delta pieces (the seed first, on the
+reasoning channel, when the model has a thinking channel), then the TurnResult; joining the Deltas of a
+channel gives exactly that channel's text in the result. Stop strings apply to the answer (content).
 
 Thread safety: one model instance serves one turn at a time. Each turn holds `Gate.lock` (a plain
 `threading.Lock`) from its prompt forward to its last token; waiting turns are admitted in whatever
