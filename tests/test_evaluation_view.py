@@ -8,15 +8,15 @@ from gate.adapters.evaluation import load_evaluation, metrics_table
 
 def test_nested_metrics_pivot_to_one_row_per_path():
     metrics = {"n": 1200,
-               "test": {"sidecar": {"auroc": 0.81234, "ece": 0.05}, "entropy": {"auroc": 0.73}},
+               "test": {"sidecar": {"auroc": 0.81234, "ece": 0.05, "ci": [0.712345, 0.9]}, "entropy": {"auroc": 0.73}},
                "splits": [{"name": "cross", "auroc": 0.67}],
-               "curve": {"coverage": [0.1, 0.2]}}
+               "curve": {"coverage": [0.1, 0.2, 0.3, 0.4, 0.5]}}
     columns, rows = metrics_table(metrics)
-    assert columns == ["where", "n", "auroc", "ece"]
-    assert rows == [["(overall)", 1200, None, None],
-                    ["test / sidecar", None, 0.8123, 0.05],
-                    ["test / entropy", None, 0.73, None],
-                    ["splits / cross", None, 0.67, None]]
+    assert columns == ["where", "n", "auroc", "ece", "ci"]
+    assert rows == [["(overall)", 1200, None, None, None],
+                    ["test / sidecar", None, 0.8123, 0.05, "[0.7123, 0.9]"],
+                    ["test / entropy", None, 0.73, None, None],
+                    ["splits / cross", None, 0.67, None, None]]
 
 
 def test_absent_folder_is_empty(tmp_path):
@@ -25,13 +25,13 @@ def test_absent_folder_is_empty(tmp_path):
 
 
 def test_shipped_folder_gives_readme_table_and_figures(tmp_path):
-    (tmp_path / "README.md").write_text("| split | AUROC |\n|---|---|\n| test | 0.8 |\n")
+    (tmp_path / "metrics.md").write_text("| split | AUROC |\n|---|---|\n| test | 0.8 |\n")
     (tmp_path / "metrics.json").write_text(json.dumps({"test": {"auroc": 0.8}}))
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "reliability.png").write_bytes(b"\x89PNG")
     found = load_evaluation(tmp_path)
     assert not found.empty
-    assert "AUROC" in found.readme
+    assert list(found.summaries) == ["metrics.md"] and "AUROC" in found.summaries["metrics.md"]
     assert found.rows == [["test", 0.8]]
     assert [p.name for p in found.figures] == ["reliability.png"]
 

@@ -45,15 +45,13 @@ def gate(settings, engine):
 
 
 @pytest.fixture(scope="module")
-def shipped(tmp_path_factory, settings) -> Path:
-    """A data root holding a small shipped evaluation for the loaded model."""
-    from gate.engine.loading import model_slug
-    root = tmp_path_factory.mktemp("data")
-    folder = root / model_slug(settings.model.id)
-    folder.mkdir()
+def shipped(tmp_path_factory) -> Path:
+    """A folder holding a small shipped evaluation."""
+    folder = tmp_path_factory.mktemp("evaluation")
     (folder / "metrics.json").write_text(json.dumps({"test": {"sidecar": {"auroc": 0.8123}}}))
+    (folder / "metrics.md").write_text("| method | test AUROC |\n|---|---|\n| gru-sidecar | 0.812 |\n")
     Image.new("RGB", (64, 48), "steelblue").save(folder / "roc.png")
-    return root
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +61,7 @@ def url(settings, gate, shipped, monkeypatch_module):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo = build_ui(settings, gate, data_root=shipped)
+    demo = build_ui(settings, gate, evaluation_dir=shipped)
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
@@ -147,6 +145,7 @@ def test_probe_then_head_to_head(page, external, gate, settings, tmp_path):
 
     page.get_by_role("tab", name="Evaluation").click()
     assert "0.8123" in page.locator("#eval-metrics").inner_text()
+    assert "gru-sidecar" in page.locator("#eval-text").inner_text()  # the Markdown summary, rendered
     assert page.locator("#eval-figures img").count() == 1
     page.screenshot(path=tmp_path / "evaluation.png", full_page=True)
     page.get_by_role("tab", name="Info").click()

@@ -1,7 +1,8 @@
 """The shipped evaluation of a model (data/<slug>/): read whatever the training run left, in any nesting.
 
 The view must not depend on one metrics.json layout: nested scalars become a table with one row per
-path of parent keys and one column per metric name; curves (lists of numbers) are left to the figures.
+path of parent keys and one column per metric name; short lists (intervals) are shown as text, long
+ones (curves) are left to the figures. Markdown summaries (README.md, metrics.md) are shown as written.
 """
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from pathlib import Path
 
 Scalar = int | float | str | bool | None
 _NAME_KEYS = ("name", "split", "source", "model", "method")
+_SUMMARIES = ("README.md", "metrics.md")
+_SHORT_LIST = 4   # longer lists of numbers are curves, drawn by the shipped figures
 
 
 @dataclass
 class ShippedEvaluation:
     directory: Path
-    readme: str | None = None
+    summaries: dict[str, str] = field(default_factory=dict)   # file name → Markdown text
     columns: list[str] = field(default_factory=list)
     rows: list[list[Scalar]] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
@@ -24,14 +27,16 @@ class ShippedEvaluation:
 
     @property
     def empty(self) -> bool:
-        return not (self.readme or self.rows or self.figures)
+        return not (self.summaries or self.rows or self.figures)
 
 
 def _leaves(node, path: tuple[str, ...]):
     """Yield (parent path, metric name, value) for every scalar under `node`."""
     if isinstance(node, dict):
         for key, value in node.items():
-            if isinstance(value, (dict, list)):
+            if _is_short(value):
+                yield path, str(key), "[" + ", ".join(str(_rounded(v)) for v in value) + "]"
+            elif isinstance(value, (dict, list)):
                 yield from _leaves(value, path + (str(key),))
             else:
                 yield path, str(key), value
@@ -54,6 +59,11 @@ def metrics_table(metrics: dict) -> tuple[list[str], list[list[Scalar]]]:
     return columns, rows
 
 
+def _is_short(value) -> bool:
+    return isinstance(value, list) and 0 < len(value) <= _SHORT_LIST and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
 def _rounded(value: Scalar) -> Scalar:
     return round(value, 4) if isinstance(value, float) else value
 
@@ -63,9 +73,7 @@ def load_evaluation(directory: Path) -> ShippedEvaluation:
     found = ShippedEvaluation(directory)
     if not directory.is_dir():
         return found
-    readme = directory / "README.md"
-    if readme.is_file():
-        found.readme = readme.read_text()
+    found.summaries = {name: (directory / name).read_text() for name in _SUMMARIES if (directory / name).is_file()}
     metrics = directory / "metrics.json"
     if metrics.is_file():
         try:

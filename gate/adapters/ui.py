@@ -25,16 +25,16 @@ from gate.adapters.evaluation import ShippedEvaluation, load_evaluation
 from gate.config import Settings
 from gate.engine.features import band_layers
 from gate.engine.loading import DEFAULT_MODEL, model_slug
-from gate.sidecar import ROOT, sidecar_dir
+from gate.sidecar import sidecar_dir
 from gate.turns import Delta, GateView, TurnError, TurnOverrides, TurnResult
 from training.normalize import matches
+from training.store import data_dir
 
 if TYPE_CHECKING:
     from gate.pipeline import Gate
 
 log = logging.getLogger(__name__)
 _MODEL_QUEUE = "model"
-DATA_ROOT = ROOT / "data"
 
 
 @contextlib.contextmanager
@@ -198,9 +198,9 @@ def _head_to_head_tab(settings: Settings, gate: Gate, question: gr.Textbox, low:
 
 # ---------------------------------------------------------------- evaluation
 
-def _evaluation_view(settings: Settings, root: Path) -> tuple:
+def _evaluation_view(settings: Settings, folder: Path) -> tuple:
     """Status text, metrics table and figures for the loaded model's shipped evaluation."""
-    found = load_evaluation(root / model_slug(settings.model.id))
+    found = load_evaluation(folder)
     return _evaluation_text(settings, found), _table(found), _images(found.figures)
 
 
@@ -225,21 +225,21 @@ def _evaluation_text(settings: Settings, found: ShippedEvaluation) -> str:
                      "these metrics are for that copy, not the original fp16 model.")
     if found.problem:
         notes.append(f"⚠ {found.problem}")
-    return "\n\n".join(notes + [found.readme or ""])
+    return "\n\n".join(notes + [f"#### {name}\n\n{text}" for name, text in found.summaries.items()])
 
 
 def _table(found: ShippedEvaluation) -> dict:
     return {"headers": found.columns or ["metrics.json"], "data": found.rows or [["(none shipped)"]]}
 
 
-def _evaluation_tab(settings: Settings, root: Path) -> None:
-    text, table, gallery = _evaluation_view(settings, root)
+def _evaluation_tab(settings: Settings, folder: Path) -> None:
+    text, table, gallery = _evaluation_view(settings, folder)
     status = gr.Markdown(text, elem_id="eval-text")
     metrics = gr.Dataframe(value=table, label="metrics.json", interactive=False, elem_id="eval-metrics")
     images = gr.Gallery(value=gallery, label="figures", columns=2, height="auto", object_fit="contain",
                         preview=False, elem_id="eval-figures")
     reload = gr.Button("Reload shipped metrics", elem_id="eval-reload")
-    reload.click(_user_errors(functools.partial(_evaluation_view, settings, root)), None, [status, metrics, images])
+    reload.click(_user_errors(functools.partial(_evaluation_view, settings, folder)), None, [status, metrics, images])
 
 
 # ---------------------------------------------------------------- info
@@ -280,8 +280,11 @@ def _info_tab(settings: Settings, gate: Gate) -> None:
 
 # ---------------------------------------------------------------- the page
 
-def build_ui(settings: Settings, gate: Gate, data_root: Path = DATA_ROOT) -> gr.Blocks:
-    """The whole view for one loaded Gate; `gate serve` mounts it at /ui, `gate ui` launches it alone."""
+def build_ui(settings: Settings, gate: Gate, evaluation_dir: Path | None = None) -> gr.Blocks:
+    """The whole view for one loaded Gate; `gate serve` mounts it at /ui, `gate ui` launches it alone.
+
+    `evaluation_dir` defaults to where training ships the model's metrics (data/<model slug>).
+    """
     bands = settings.policy.bands
     with gr.Blocks(title="knowledge-gate", analytics_enabled=False) as demo:
         gr.Markdown(f"## knowledge-gate · `{settings.model.id}`\nDoes the model know the answer before it speaks?")
@@ -296,7 +299,7 @@ def build_ui(settings: Settings, gate: Gate, data_root: Path = DATA_ROOT) -> gr.
             with gr.Tab("Head to head", elem_id="tab-h2h"):
                 _head_to_head_tab(settings, gate, question, low, high)
             with gr.Tab("Evaluation", elem_id="tab-eval"):
-                _evaluation_tab(settings, data_root)
+                _evaluation_tab(settings, evaluation_dir or data_dir(model_slug(settings.model.id)))
             with gr.Tab("Info", elem_id="tab-info"):
                 _info_tab(settings, gate)
     return demo
