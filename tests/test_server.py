@@ -237,6 +237,16 @@ def test_disconnected_stream_frees_the_engine(client, served, base):
     assert ask(client, served, max_tokens=2).choices[0].message.content
 
 
+def test_abandoned_non_streamed_request_is_called_off(client, served, base):
+    cancelled = health(base)["cancelled"]
+    body = _body(served, messages=[{"role": "user", "content": "Write a very long story about a dragon."}],
+                 max_tokens=2000, gate={"mode": "off"})
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{base}/v1/chat/completions", json=body, timeout=httpx.Timeout(60, read=1.5))
+    wait_for(base, "running", False)
+    assert health(base)["cancelled"] == cancelled + 1
+
+
 def test_queue_is_first_come_first_served_and_leavers_leave_it(client, served, base):
     before = health(base)
     done: list[str] = []
