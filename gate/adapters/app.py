@@ -14,7 +14,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
@@ -28,6 +28,9 @@ from gate.adapters.types import (ChatCompletion, ChatCompletionChunk, ChatComple
                                  DeltaMessage, GateInfo, ModelCard, ModelList, Usage, finish_reason)
 from gate.config import Settings
 from gate.turns import Delta, GateView, TurnError, TurnResult
+
+if TYPE_CHECKING:  # the pipeline imports torch; the app itself never needs to
+    from gate.pipeline import Gate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -119,7 +122,7 @@ def require_key(settings: Settings) -> Callable[..., Awaitable[None]]:
     return check
 
 
-def create_app(settings: Settings, gate) -> FastAPI:
+def create_app(settings: Settings, gate: Gate) -> FastAPI:
     """The API around one ready Gate: /v1/chat/completions, /v1/models, /health (+ the UI at /ui if enabled)."""
     served = settings.server.model_name or settings.model.id
     started = int(time.time())
@@ -128,6 +131,11 @@ def create_app(settings: Settings, gate) -> FastAPI:
     app.state.runner = runner
     errors.install(app)
     api = APIRouter(prefix="/v1", dependencies=[Depends(require_key(settings))])
+
+    def check_model(name: str) -> None:
+        if name != served:
+            raise APIError(404, f"The model '{name}' does not exist; this server serves '{served}'.",
+                           param="model", code="model_not_found")
 
     @app.get("/health")
     async def health() -> dict:
@@ -141,11 +149,6 @@ def create_app(settings: Settings, gate) -> FastAPI:
     async def model(model_id: str) -> ModelCard:
         check_model(model_id)
         return ModelCard(id=served, created=started)
-
-    def check_model(name: str) -> None:
-        if name != served:
-            raise APIError(404, f"The model '{name}' does not exist; this server serves '{served}'.",
-                           param="model", code="model_not_found")
 
     @api.post("/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response | ChatCompletion:
@@ -183,7 +186,7 @@ def create_app(settings: Settings, gate) -> FastAPI:
     return app
 
 
-def mount_ui(app: FastAPI, settings: Settings, gate) -> None:
+def mount_ui(app: FastAPI, settings: Settings, gate: Gate) -> None:
     """Mount the Gradio view at /ui when `gate.adapters.ui` provides `build_ui(settings, gate)`."""
     build = None
     if importlib.util.find_spec("gate.adapters.ui") is not None:

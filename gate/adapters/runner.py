@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass
-from typing import AsyncIterator, Literal
+from typing import TYPE_CHECKING, AsyncIterator, Literal
 
 from gate.turns import TurnEvent, TurnOverrides, TurnResult
+
+if TYPE_CHECKING:
+    from gate.pipeline import Gate
 
 
 @dataclass
@@ -80,7 +83,7 @@ class Turn:
 class TurnRunner:
     """The single queue in front of the Gate."""
 
-    def __init__(self, gate):
+    def __init__(self, gate: Gate):
         self.gate = gate
         self.stats = RunnerStats()
         self._slot = asyncio.Lock()
