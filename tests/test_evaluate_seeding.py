@@ -11,6 +11,9 @@ def test_score_rules():
     assert score("I don't know the answer.", ["Paris"], ABSTENTION) == "abstained"
     assert score(ABSTENTION, ["Paris"], ABSTENTION) == "abstained"
     assert score("Lyon.", ["Paris"], ABSTENTION) == "wrong"
+    assert score("I'm not sure. I'm not sure.", ["Paris"], ABSTENTION) == "abstained"
+    assert score("I'm a helpful AI named SmolLM.", ["Paris"], ABSTENTION) == "abstained"
+    assert score("I'm not sure, but I think it is Lyon.", ["Paris"], ABSTENTION) == "wrong"
 
 
 def test_summary_metrics():

@@ -7,7 +7,8 @@ from `seed` only below the low band, where it returns the configured abstention 
 greedy decoding is deterministic, so its other replies are the `seed` replies (not generated twice).
 
 A reply is scored: correct if a gold/alias matches its first line (the dataset's labelling rule);
-else abstained if it says it does not know; else wrong. A wrong reply is "confident" unless it hedges.
+else abstained if it says it does not know, opens by describing itself or apologising, or only voices
+doubt ("I'm not sure."); else wrong. A wrong reply is "confident" unless it hedges.
 Metrics: accuracy on answered, share of wrong answers stated confidently (and of all questions),
 share of the baseline's correct answers kept, abstention rate, effective reliability
 (+1 correct, −1 wrong, 0 abstained; mean over questions, with a bootstrap 95% interval).
@@ -33,6 +34,8 @@ from training.store import data_dir, load_rows
 ABSTAINS = re.compile(r"\b(i (do not|don't|dont) know|i'm not able to answer|i am not able to answer|i cannot answer|"
                       r"i can't answer|no idea|i'm not aware|i am not aware|i won't guess|i will not guess|"
                       r"i (do not|don't) have (enough )?information)\b", re.I)
+# The default model declines by describing itself or apologising rather than saying "I don't know".
+DECLINES = re.compile(r"^\s*(i'm|i am) (a|an|here|sorry|just)\b", re.I)
 HEDGES = re.compile(r"\b(not (sure|certain)|uncertain|i think|i believe|might|may be|maybe|possibly|perhaps|"
                     r"probably|likely|if i recall|best (guess|attempt))\b", re.I)
 MODES = ("off", "seed", "gate")
@@ -44,7 +47,8 @@ def score(reply: str, golds: list[str], abstention: str) -> str:
         return "abstained"
     if matches(reply, golds):
         return "correct"
-    return "abstained" if ABSTAINS.search(reply) else "wrong"
+    only_doubt = not re.sub(r"\W+", "", HEDGES.sub("", re.sub(r"\b(i'm|i am)\b", "", reply, flags=re.I)))
+    return "abstained" if ABSTAINS.search(reply) or DECLINES.search(reply) or only_doubt else "wrong"
 
 
 def held_out(directory: Path, split: str, limit: int | None) -> list[dict]:
@@ -116,7 +120,8 @@ def markdown(summary: dict, info: dict) -> str:
     lines += ["", "Baseline accuracy by the gate's decision: " + ", ".join(
         f"{d} {v['n']} questions ({fmt(v['baseline_accuracy'])})" for d, v in summary["by_decision"].items()), "",
         "Scoring: correct = a gold or alias in the reply's first line; abstained = the reply says it does not "
-        "know; confident = a wrong reply without a hedge word. Regenerate with `python -m training.evaluate_seeding`."]
+        "know, opens by describing itself or apologising, or only voices doubt; confident = a wrong reply "
+        "without a hedge word. Regenerate with `python -m training.evaluate_seeding`."]
     return "\n".join(lines) + "\n"
 
 
