@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from gate.config import Settings
@@ -42,11 +43,13 @@ def sidecar_dir(settings: Settings, model_id: str) -> Path:
 
 @contextmanager
 def _one_thread() -> Iterator[None]:
-    """Run tiny torch ops on one thread: on a busy CPU, intra-op threads spin and are ~30x slower here."""
+    """Run small torch/BLAS work on one thread: on a busy shared CPU, spinning intra-op threads made
+    sidecar training ~30x (torch) and the logistic fits ~50x (BLAS) slower than one thread."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(1):
+            yield
     finally:
         torch.set_num_threads(before)
 
@@ -56,8 +59,7 @@ def _logit_auroc(y: np.ndarray, s: np.ndarray) -> float:
 
 
 class _DepthNet(nn.Module):
-    """GRU over depth on the per-layer features, mean + last pooling, joined with the globals and the
-    hidden-state read, MLP head to one logit."""
+    """GRU over depth on the per-layer features, mean + last pooling, joined with the globals, MLP head."""
 
     def __init__(self, n_layer_feats: int, n_extra: int, hidden: int, head: int, dropout: float):
         super().__init__()
@@ -73,17 +75,20 @@ class _DepthNet(nn.Module):
 
 
 class Sidecar:
-    """Calibrated P(knows) from features of one prompt forward.
+    """Calibrated P(knows) from the features of one prompt forward.
 
-    Inputs are standardised with training statistics. The hidden-state vectors enter through a strongly
-    regularised logistic read fitted out-of-fold (so the network never sees a read that memorised its own
-    training rows); a GRU over depth reads the per-layer lens/MLP-write trajectory; a few seeds are averaged;
-    a Platt scaling (temperature plus bias, on validation NLL) makes the output a probability — the bias is
-    needed because class-balanced training moves the base rate to one half.
+    Two reads of the model's internals, each standardised with training statistics:
+    - a strongly regularised (C chosen on validation AUROC) logistic read of the residual stream at the
+      configured depths — on the default model the mid-depth residual is the strongest single signal;
+    - a GRU over depth on the per-layer lens / MLP-write trajectory plus the global scalars (a few seeds,
+      class-balanced BCE, AdamW, early stopping on validation AUROC).
+    One logistic fit on validation NLL then weighs the two logits and calibrates the sum
+    (p = sigmoid(a·read + b·gru + c)): Platt scaling with two inputs. Temperature alone would not do, because
+    class-balanced training moves the base rate to one half; three parameters fit safely on a few hundred rows.
     """
 
     defaults = dict(gru_hidden=32, head=32, dropout=0.2, lr=3e-3, weight_decay=1e-2, epochs=60, patience=10,
-                    batch_size=128, seeds=3, hidden_C=(0.001, 0.003, 0.01, 0.03), folds=5, clip=6.0)
+                    batch_size=128, seeds=3, hidden_C=(0.0003, 0.001, 0.003, 0.01), clip=6.0)
 
     def __init__(self, signature: dict | None = None, **hyperparams):
         unknown = set(hyperparams) - set(self.defaults)
@@ -106,31 +111,20 @@ class Sidecar:
     def _hidden_matrix(self, feats: Features, fit: bool = False) -> np.ndarray:
         return self._standardise("hidden", feats.hidden.reshape(len(feats.hidden), -1), fit)
 
-    def _hidden_read(self, h: np.ndarray) -> np.ndarray:
-        return h @ self.state["read_coef"] + self.state["read_bias"]
+    def _fit_hidden_read(self, train: Features, y_tr: np.ndarray, val: Features, y_va: np.ndarray) -> None:
+        h_tr, h_va = self._hidden_matrix(train, fit=True), self._hidden_matrix(val)
+        fits = [LogisticRegression(C=C, class_weight="balanced", max_iter=500).fit(h_tr, y_tr)
+                for C in self.hp["hidden_C"]]
+        best = max(fits, key=lambda m: _logit_auroc(y_va, m.decision_function(h_va)))
+        self.state["read_coef"] = best.coef_[0].astype(np.float32)
+        self.state["read_bias"] = best.intercept_.astype(np.float32)
+        self.state["read_C"] = np.array(best.C)
 
-    def _fit_hidden_read(self, h_tr: np.ndarray, y_tr: np.ndarray, h_va: np.ndarray, y_va: np.ndarray,
-                         seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Choose C on validation AUROC; return out-of-fold train logits and validation logits."""
-        def lr(C: float) -> LogisticRegression:
-            return LogisticRegression(C=C, class_weight="balanced", max_iter=500)
-        best = max(self.hp["hidden_C"], key=lambda C: _logit_auroc(y_va, lr(C).fit(h_tr, y_tr).decision_function(h_va)))
-        full = lr(best).fit(h_tr, y_tr)
-        self.state["read_coef"], self.state["read_bias"] = full.coef_[0].astype(np.float32), full.intercept_.astype(np.float32)
-        self.state["read_C"] = np.array(best)
-        oof = np.zeros(len(y_tr), dtype=np.float32)
-        for tr, te in StratifiedKFold(self.hp["folds"], shuffle=True, random_state=seed).split(h_tr, y_tr):
-            oof[te] = lr(best).fit(h_tr[tr], y_tr[tr]).decision_function(h_tr[te])
-        return oof, self._hidden_read(h_va).astype(np.float32)
-
-    def _inputs(self, feats: Features, fit: bool = False, read: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _net_inputs(self, feats: Features, fit: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_shapes(feats)
         layer = self._standardise("layer", feats.layer, fit)
         glob = self._standardise("globals", feats.globals, fit)
-        if read is None:
-            read = self._hidden_read(self._hidden_matrix(feats))
-        extra = np.concatenate([glob, read[:, None] / 4.0], axis=1)  # read logits span a few units
-        return torch.from_numpy(layer), torch.from_numpy(extra.astype(np.float32))
+        return torch.from_numpy(layer), torch.from_numpy(glob)
 
     def _check_shapes(self, feats: Features) -> None:
         sig = self.signature
@@ -144,18 +138,18 @@ class Sidecar:
 
     # ---- training ------------------------------------------------------------------------------------
     def fit(self, train: Features, y_train: np.ndarray, val: Features, y_val: np.ndarray) -> "Sidecar":
-        """Train on `train`; early-stop on validation AUROC; calibrate on validation NLL."""
+        """Train both reads on `train`; early-stop and calibrate on `val`."""
         y_tr, y_va = np.asarray(y_train, np.float32), np.asarray(y_val, np.float32)
-        if not (0 < y_tr.sum() < len(y_tr)):
-            raise ValueError("training labels need both classes")
+        if not (0 < y_tr.sum() < len(y_tr)) or not (0 < y_va.sum() < len(y_va)):
+            raise ValueError("training and validation labels both need both classes")
         self.state = {}
-        h_tr = self._hidden_matrix(train, fit=True)
-        oof, read_va = self._fit_hidden_read(h_tr, y_tr, self._hidden_matrix(val), y_va, seed=0)
-        x_tr, e_tr = self._inputs(train, fit=True, read=oof)
-        x_va, e_va = self._inputs(val, read=read_va)
         with _one_thread():
+            self._check_shapes(train)
+            self._fit_hidden_read(train, y_tr, val, y_va)
+            x_tr, e_tr = self._net_inputs(train, fit=True)
+            x_va, e_va = self._net_inputs(val)
             self.nets = [self._train_one(x_tr, e_tr, y_tr, x_va, e_va, y_va, seed) for seed in range(self.hp["seeds"])]
-            self._calibrate(self._raw_logits(x_va, e_va), y_va)
+            self._calibrate(self._components(val), y_va)
         return self
 
     def _train_one(self, x_tr, e_tr, y_tr, x_va, e_va, y_va, seed: int) -> _DepthNet:
@@ -186,31 +180,25 @@ class Sidecar:
         net.load_state_dict(best_state)
         return net.eval()
 
-    def _raw_logits(self, x: torch.Tensor, e: torch.Tensor) -> np.ndarray:
+    def _components(self, feats: Features) -> np.ndarray:
+        """[B, 2]: the hidden-state read's logit and the GRU ensemble's mean logit."""
         with torch.no_grad(), _one_thread():
-            return np.mean([net(x, e).numpy() for net in self.nets], axis=0)
+            gru = np.mean([net(*self._net_inputs(feats)).numpy() for net in self.nets], axis=0)
+            read = self._hidden_matrix(feats) @ self.state["read_coef"] + self.state["read_bias"]
+        return np.stack([read, gru], axis=1).astype(np.float32)
 
-    def _calibrate(self, logits: np.ndarray, y: np.ndarray) -> None:
-        """Platt scaling: fit p = sigmoid(a·logit + b) on validation NLL (a = 1/temperature)."""
-        z, t = torch.from_numpy(logits.astype(np.float32)), torch.from_numpy(y)
-        ab = torch.tensor([1.0, 0.0], requires_grad=True)
-        opt = torch.optim.LBFGS([ab], lr=0.5, max_iter=200)
-
-        def closure():
-            opt.zero_grad()
-            loss = F.binary_cross_entropy_with_logits(ab[0] * z + ab[1], t)
-            loss.backward()
-            return loss
-        opt.step(closure)
-        self.state["platt"] = ab.detach().numpy().astype(np.float32)
+    def _calibrate(self, comps: np.ndarray, y: np.ndarray) -> None:
+        """Weights and bias of the two logits by validation NLL (unregularised, no class balancing)."""
+        lr = LogisticRegression(C=1e4, max_iter=1000).fit(comps, y)
+        self.state["combine"] = np.append(lr.coef_[0], lr.intercept_).astype(np.float32)
 
     # ---- inference -----------------------------------------------------------------------------------
     def decision_function(self, feats: Features) -> np.ndarray:
         """Calibrated logit of P(knows), shape [B]."""
         if not self.nets:
             raise RuntimeError("sidecar is not fitted")
-        a, b = self.state["platt"]
-        return a * self._raw_logits(*self._inputs(feats)) + b
+        w = self.state["combine"]
+        return self._components(feats) @ w[:2] + w[2]
 
     def predict_proba(self, feats: Features) -> np.ndarray:
         """Calibrated P(knows), shape [B]."""
@@ -227,7 +215,7 @@ class Sidecar:
         np.savez(directory / "weights.npz", **arrays)
         meta = {"format": 1, "hyperparams": self.hp, "signature": self.signature, "nets": len(self.nets),
                 "dims": {"layer_feats": int(self.state["layer_mean"].shape[-1]),
-                         "extra": int(self.state["globals_mean"].shape[-1]) + 1}}
+                         "extra": int(self.state["globals_mean"].shape[-1])}}
         (directory / "config.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod

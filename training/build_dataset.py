@@ -88,7 +88,7 @@ def build(engine, examples: list[Example], out: Path, chunk_size: int, batch_siz
     build_dir = out / "build"
     build_dir.mkdir(parents=True, exist_ok=True)
     meta = dataset_meta(engine, max_new_tokens)
-    check_manifest(build_dir, {**meta, "chunk_size": chunk_size})
+    check_manifest(build_dir, meta)
     chunks = [examples[s:s + chunk_size] for s in range(0, len(examples), chunk_size)]
     todo = [k for k in range(len(chunks)) if not finished(build_dir, k, chunks[k])]
     done_examples, t0 = 0, time.perf_counter()

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
 
 from gate.config import load_settings
 from gate.engine.loading import model_slug
 from gate.sidecar import Sidecar, SidecarMismatch, sidecar_dir
 from training.baselines import BASELINES, Method, Part, SidecarMethod
 from training.store import data_dir, load_dataset
+from training.splits import stratified, strata_of
 from training.train import ensure_splits
 
 DEFAULT_BANDS = (0.4, 0.7)
@@ -107,9 +109,9 @@ def cross_validate(data: Part, folds: int, signature: dict, fast: bool, seed: in
     scores: dict[str, np.ndarray] = {}
     probas: dict[str, np.ndarray] = {}
     per_fold: dict[str, list[float]] = {}
-    strata = np.array([f"{r['source']}|{y}" for r, y in zip(data.rows, data.y)])
+    strata = strata_of(data.rows, data.y, min_count=folds)
     for f, (rest, te) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(n), strata)):
-        tr, va = train_test_split(rest, test_size=0.15, random_state=seed + f, stratify=strata[rest])
+        tr, va = stratified(rest, strata, 0.15, seed + f)
         for name, (s, p) in run_split(data, {"train": tr, "val": va, "test": te}, signature, fast).items():
             scores.setdefault(name, np.zeros(n))[te] = s
             probas.setdefault(name, np.zeros(n))[te] = p
@@ -213,6 +215,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--fast", action="store_true", help="tiny sidecar training (smoke tests only)")
     ap.add_argument("--limit", type=int, help="use only the first N examples (smoke tests only)")
     args = ap.parse_args(argv)
+    with threadpool_limits(1):  # many small BLAS fits: spinning threads on a busy CPU cost far more than they give
+        return evaluate(args)
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    """Everything `main` describes, for parsed arguments."""
 
     settings = load_settings(args.config)
     directory = args.data or data_dir(model_slug(settings.model.id))

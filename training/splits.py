@@ -17,12 +17,20 @@ def group_of(row: dict) -> str:
     return f"{row['source']}/{row['category']}"
 
 
-def _stratified(idx: np.ndarray, strata: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified split that falls back to merging strata too small to split."""
+def strata_of(rows: list[dict], labels, min_count: int = 2) -> np.ndarray:
+    """Source x label strata; a stratum with fewer than `min_count` members falls back to its label alone."""
+    full = np.array([f"{r['source']}|{y}" for r, y in zip(rows, labels)])
+    keys, counts = np.unique(full, return_counts=True)
+    small = set(keys[counts < min_count])
+    return np.array([f"*|{s.split('|')[1]}" if s in small else s for s in full])
+
+
+def stratified(idx: np.ndarray, strata: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split of `idx`; strata too small to split are merged by label, or dropped from stratification."""
     keys, counts = np.unique(strata[idx], return_counts=True)
     small = set(keys[counts < 2])
-    strat = np.array(["rare" if s in small else s for s in strata[idx]])
-    if len(set(strat)) > 1 and min(np.unique(strat, return_counts=True)[1]) < 2:
+    strat = np.array([f"*|{s.split('|')[1]}" if s in small else s for s in strata[idx]])
+    if np.unique(strat, return_counts=True)[1].min() < 2:
         strat = None
     a, b = train_test_split(idx, test_size=test_size, random_state=seed, stratify=strat)
     return np.sort(a), np.sort(b)
@@ -30,10 +38,10 @@ def _stratified(idx: np.ndarray, strata: np.ndarray, test_size: float, seed: int
 
 def random_split(rows: list[dict], seed: int = 0, val: float = 0.15, test: float = 0.15) -> dict[str, list[int]]:
     """Train/val/test stratified by source x label."""
-    strata = np.array([f"{r['source']}|{r['label']}" for r in rows])
+    strata = strata_of(rows, [r["label"] for r in rows])
     idx = np.arange(len(rows))
-    rest, te = _stratified(idx, strata, test, seed)
-    tr, va = _stratified(rest, strata, val / (1 - test), seed)
+    rest, te = stratified(idx, strata, test, seed)
+    tr, va = stratified(rest, strata, val / (1 - test), seed)
     return {"train": tr.tolist(), "val": va.tolist(), "test": te.tolist()}
 
 
@@ -44,8 +52,8 @@ def cross_domain_split(rows: list[dict], heldout: tuple[str, ...] = HELDOUT, see
     held = np.array([r["source"] in heldout or group_of(r) in heldout for r in rows])
     if held.all() or not held.any():
         raise ValueError(f"held-out groups {heldout} must leave both a train and a test part")
-    strata = np.array([f"{r['source']}|{r['label']}" for r in rows])
-    tr, va = _stratified(np.flatnonzero(~held), strata, val, seed)
+    strata = strata_of(rows, [r["label"] for r in rows])
+    tr, va = stratified(np.flatnonzero(~held), strata, val, seed)
     return {"train": tr.tolist(), "val": va.tolist(), "test": np.flatnonzero(held).tolist(),
             "heldout": list(heldout)}
 
