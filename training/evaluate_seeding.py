@@ -29,7 +29,7 @@ from training.build_dataset import user_text
 from training.normalize import matches
 from training.sources import Example
 from training.splits import load_splits
-from training.store import data_dir, load_rows
+from training.store import data_dir, load_features, load_rows
 
 ABSTAINS = re.compile(r"\b(i (do not|don't|dont) know|i'm not able to answer|i am not able to answer|i cannot answer|"
                       r"i can't answer|no idea|i'm not aware|i am not aware|i won't guess|i will not guess|"
@@ -86,7 +86,7 @@ def evaluate(gate, rows: list[dict], max_tokens: int) -> list[dict]:
         seed = gate.chat(messages, TurnOverrides(mode="seed", max_tokens=max_tokens))
         gated = gate.settings.policy.abstention if seed.gate.decision == "abstain" else seed.content
         out.append({"id": row["id"], "source": row["source"], "category": row["category"], "golds": row["golds"],
-                    "label": row.get("label"), "p_knows": seed.gate.p_knows, "decision": seed.gate.decision,
+                    "label": row.get("label"), "dataset_prediction": row.get("prediction"), "p_knows": seed.gate.p_knows, "decision": seed.gate.decision,
                     "replies": {"off": off.content, "seed": seed.content, "gate": gated}})
     return out
 
@@ -101,8 +101,9 @@ def summarise(results: list[dict], abstention: str, seed: int = 0) -> dict:
         idx = [i for i, r in enumerate(results) if r["decision"] == d]
         accuracy = float(np.mean([base_correct[i] for i in idx])) if idx else None
         by_decision[d] = {"n": len(idx), "baseline_accuracy": accuracy}
+    same = [r["replies"]["off"].strip() == (r.get("dataset_prediction") or "").strip() for r in results]
     return {"modes": {m: metrics(outcome[m], confident[m], base_correct, rng) for m in MODES},
-            "by_decision": by_decision}
+            "by_decision": by_decision, "baseline_equals_dataset_prediction": float(np.mean(same))}
 
 
 def markdown(summary: dict, info: dict) -> str:
@@ -119,6 +120,8 @@ def markdown(summary: dict, info: dict) -> str:
                      f"{s['effective_reliability']:+.3f} ({lo:+.3f}, {hi:+.3f}) |")
     lines += ["", "Baseline accuracy by the gate's decision: " + ", ".join(
         f"{d} {v['n']} questions ({fmt(v['baseline_accuracy'])})" for d, v in summary["by_decision"].items()), "",
+        f"The `off` replies equal the dataset's (batched) greedy predictions for "
+        f"{summary['baseline_equals_dataset_prediction']:.0%} of the questions.", "",
         "Scoring: correct = a gold or alias in the reply's first line; abstained = the reply says it does not "
         "know, opens by describing itself or apologising, or only voices doubt; confident = a wrong reply "
         "without a hedge word. Regenerate with `python -m training.evaluate_seeding`."]
@@ -132,20 +135,21 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--split", default="random", choices=("random", "cross_domain"),
                     help="whose test part to ask (default: %(default)s, the split the shipped sidecar was trained on)")
     ap.add_argument("--limit", type=int, default=300, help="test questions to ask (default: %(default)s)")
-    ap.add_argument("--max-tokens", type=int, default=32, help="reply budget (default: %(default)s)")
+    ap.add_argument("--max-tokens", type=int, help="reply budget (default: the dataset's, so labels compare)")
     args = ap.parse_args(argv)
     settings = load_settings(args.config)
     directory = data_dir(model_slug(settings.model.id))
     rows = held_out(directory, args.split, args.limit)
+    max_tokens = args.max_tokens or load_features(directory / "features.npz")[2]["max_new_tokens"]
     from gate.pipeline import Gate
     gate = Gate(settings)
     if gate.sidecar is None:
         raise SystemExit(f"no sidecar checkpoint for {settings.model.id}: train one first (python -m training.train)")
-    results = evaluate(gate, rows, args.max_tokens)
+    results = evaluate(gate, rows, max_tokens)
     summary = summarise(results, settings.policy.abstention)
     bands = settings.policy.bands
     info = {"model": settings.model.id, "split": f"{args.split}/test", "n": len(results),
-            "max_tokens": args.max_tokens, "bands": [bands.low, bands.high],
+            "max_tokens": max_tokens, "bands": [bands.low, bands.high],
             "seeds": settings.policy.seeds.model_dump(), "abstention": settings.policy.abstention,
             "note": "The default model's weights went through 4-bit quantisation (GGUF Q4_1) before conversion."
             if settings.model.id == "smollm2-135m-instruct" else ""}
