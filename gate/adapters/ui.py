@@ -235,7 +235,8 @@ def _table(found: ShippedEvaluation) -> dict:
 def _evaluation_tab(settings: Settings, folder: Path) -> None:
     text, table, gallery = _evaluation_view(settings, folder)
     status = gr.Markdown(text, elem_id="eval-text")
-    metrics = gr.Dataframe(value=table, label="metrics.json", interactive=False, elem_id="eval-metrics")
+    metrics = gr.Dataframe(value=table, label="every number in metrics.json", interactive=False, show_search="search",
+                           elem_id="eval-metrics")
     images = gr.Gallery(value=gallery, label="figures", columns=2, height="auto", object_fit="contain",
                         preview=False, elem_id="eval-figures")
     reload = gr.Button("Reload shipped metrics", elem_id="eval-reload")
