@@ -21,22 +21,28 @@ def test_nested_metrics_pivot_to_one_row_per_path():
 
 def test_absent_folder_is_empty(tmp_path):
     found = load_evaluation(tmp_path / "no-such-model")
-    assert found.empty and found.problem is None
+    assert found.empty and found.problems == []
 
 
 def test_shipped_folder_gives_readme_table_and_figures(tmp_path):
     (tmp_path / "metrics.md").write_text("| split | AUROC |\n|---|---|\n| test | 0.8 |\n")
+    (tmp_path / "seeding.md").write_text("seeded vs baseline")
+    (tmp_path / "README.md").write_text("# shipped")
     (tmp_path / "metrics.json").write_text(json.dumps({"test": {"auroc": 0.8}}))
+    (tmp_path / "seeding.json").write_text(json.dumps({"seeded": {"accuracy_answered": 0.5}}))
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "reliability.png").write_bytes(b"\x89PNG")
     found = load_evaluation(tmp_path)
     assert not found.empty
-    assert list(found.summaries) == ["metrics.md"] and "AUROC" in found.summaries["metrics.md"]
-    assert found.rows == [["test", 0.8]]
+    assert list(found.summaries) == ["README.md", "metrics.md", "seeding.md"]
+    assert "AUROC" in found.summaries["metrics.md"]
+    assert found.columns == ["where", "auroc", "accuracy_answered"]
+    assert found.rows == [["metrics / test", 0.8, None], ["seeding / seeded", None, 0.5]]
     assert [p.name for p in found.figures] == ["reliability.png"]
 
 
 def test_broken_metrics_json_is_reported_not_raised(tmp_path):
     (tmp_path / "metrics.json").write_text("{not json")
     found = load_evaluation(tmp_path)
-    assert "not valid JSON" in found.problem and found.rows == []
+    assert len(found.problems) == 1 and "metrics.json is not valid JSON" in found.problems[0]
+    assert found.rows == []

@@ -2,7 +2,8 @@
 
 The view must not depend on one metrics.json layout: nested scalars become a table with one row per
 path of parent keys and one column per metric name; short lists (intervals) are shown as text, long
-ones (curves) are left to the figures. Markdown summaries (README.md, metrics.md) are shown as written.
+ones (curves) are left to the figures. Markdown summaries (README.md first, then every other *.md,
+e.g. metrics.md and seeding.md) are shown as written.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 Scalar = int | float | str | bool | None
 _NAME_KEYS = ("name", "split", "source", "model", "method")
-_SUMMARIES = ("README.md", "metrics.md")
+_TABLES = ("metrics.json", "seeding.json")   # sidecar/baseline metrics; baseline-vs-seeded generation
 _SHORT_LIST = 4   # longer lists of numbers are curves, drawn by the shipped figures
 
 
@@ -23,11 +24,11 @@ class ShippedEvaluation:
     columns: list[str] = field(default_factory=list)
     rows: list[list[Scalar]] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
-    problem: str | None = None     # why metrics.json could not be read, when it exists but is broken
+    problems: list[str] = field(default_factory=list)   # shipped JSON files that could not be read
 
     @property
     def empty(self) -> bool:
-        return not (self.summaries or self.rows or self.figures)
+        return not (self.summaries or self.rows or self.figures or self.problems)
 
 
 def _leaves(node, path: tuple[str, ...]):
@@ -73,12 +74,17 @@ def load_evaluation(directory: Path) -> ShippedEvaluation:
     found = ShippedEvaluation(directory)
     if not directory.is_dir():
         return found
-    found.summaries = {name: (directory / name).read_text() for name in _SUMMARIES if (directory / name).is_file()}
-    metrics = directory / "metrics.json"
-    if metrics.is_file():
+    markdown = sorted(directory.glob("*.md"), key=lambda p: (p.name != "README.md", p.name))
+    found.summaries = {p.name: p.read_text() for p in markdown}
+    tables = {}
+    for path in (directory / name for name in _TABLES):
+        if not path.is_file():
+            continue
         try:
-            found.columns, found.rows = metrics_table(json.loads(metrics.read_text()))
+            tables[path.stem] = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            found.problem = f"{metrics.name} is not valid JSON: {exc}"
+            found.problems.append(f"{path.name} is not valid JSON: {exc}")
+    if tables:  # one table; each row's path starts with the file it came from
+        found.columns, found.rows = metrics_table(tables)
     found.figures = sorted(directory.rglob("*.png"))
     return found

@@ -223,8 +223,7 @@ def _evaluation_text(settings: Settings, found: ShippedEvaluation) -> str:
     if settings.model.id == DEFAULT_MODEL:
         notes.append("The default model's weights went through 4-bit quantisation (Q4_1 GGUF) before conversion: "
                      "these metrics are for that copy, not the original fp16 model.")
-    if found.problem:
-        notes.append(f"⚠ {found.problem}")
+    notes += [f"⚠ {problem}" for problem in found.problems]
     return "\n\n".join(notes + [f"#### {name}\n\n{text}" for name, text in found.summaries.items()])
 
 
@@ -235,7 +234,7 @@ def _table(found: ShippedEvaluation) -> dict:
 def _evaluation_tab(settings: Settings, folder: Path) -> None:
     text, table, gallery = _evaluation_view(settings, folder)
     status = gr.Markdown(text, elem_id="eval-text")
-    metrics = gr.Dataframe(value=table, label="every number in metrics.json", interactive=False, show_search="search",
+    metrics = gr.Dataframe(value=table, label="every number in the shipped JSON files", interactive=False, show_search="search",
                            elem_id="eval-metrics")
     images = gr.Gallery(value=gallery, label="figures", columns=2, height="auto", object_fit="contain",
                         preview=False, elem_id="eval-figures")
