@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from training import build_dataset as bd
 from training.normalize import matches
@@ -14,6 +15,15 @@ QUESTIONS = [("What is the capital of France?", ["Paris"]), ("What is the chemic
              ("How many legs does a spider have?", ["8"]), ("Who wrote Hamlet?", ["Shakespeare"])]
 EXAMPLES = [Example(f"t-{i}", "toy", "general", q, g) for i, (q, g) in enumerate(QUESTIONS)]
 ARGS = dict(chunk_size=2, batch_size=2, max_new_tokens=4)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """On the shared 2-core CI box two spinning torch threads made these tiny batches ~10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 class Killed(Exception):
