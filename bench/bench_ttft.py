@@ -8,8 +8,9 @@
 (b) `seed` vs `off`: what a user feels.  (c) `gate` mode's abstention (nothing generated) vs `off`.
 
 All turns go through Gate (the real entry point) except the no-probe reference, which uses the same
-prefill/decoding functions. First-token times count from the moment the turn gets the model. Reps are
-interleaved; medians are printed. Without a trained sidecar a fixed stand-in P(knows) is used (said below).
+prefill/decoding functions. First-token times count from the moment the turn gets the model. Within a rep
+the four runs go back to back (order alternating between reps) and ratios are taken within the rep;
+medians over reps are printed. Without a trained sidecar a fixed stand-in P(knows) is used (said below).
 """
 from __future__ import annotations
 
@@ -94,27 +95,33 @@ def main() -> None:
     print(head + "\n" + "-" * len(head), flush=True)
     for tokens in (50, 200, 1000):
         messages = messages_of(engine, tokens)
-        rows: dict[str, list] = {k: [] for k in ("seed", "ref", "off", "abstain")}
-        for rep in range(args.reps + 1):  # the first round warms up and is dropped
-            seed = gate.chat(messages, ov["seed"])
-            ref = no_probe(gate, messages, seed.gate.seed_text, params)
-            off = gate.chat(messages, ov["off"])
-            abstain = abstainer.chat(messages, ov["gate"])
-            if rep:
-                rows["seed"].append((seed.gate.probe_ms, seed.first_token_ms, seed.total_ms, seed.completion_tokens))
-                rows["ref"].append((0.0, *ref))
-                rows["off"].append((off.gate.probe_ms, off.first_token_ms, off.total_ms, off.completion_tokens))
-                rows["abstain"].append((0.0, abstain.first_token_ms, abstain.total_ms, 0))
-        med = {k: [statistics.median(c) for c in zip(*v)] for k, v in rows.items()}
-        probe, s_first, s_total, _ = med["seed"]
-        r_first, r_total = med["ref"][1:3]
-        o_first, o_total = med["off"][1:3]
-        a_total = med["abstain"][2]
-        rates = "/".join(f"{per_token(*med[k][1:]):.0f}" for k in ("seed", "ref", "off"))
-        print(f"{seed.prompt_tokens:>6} | {probe:>6.0f} {s_first:>6.0f} {r_first:>6.0f} {s_first / r_first:>8.2f} "
-              f"{s_total / r_total:>9.2f} | {o_first:>6.0f} {s_first / o_first:>8.2f} {s_total / o_total:>9.2f} | "
-              f"{a_total:>7.0f} {a_total / o_first:>5.2f} | {rates:>21}", flush=True)
-    print("ms are medians; probe = prompt forward + features + sidecar; seed/ref/off = time to first token.\n"
+        warm = gate.chat(messages, ov["seed"])  # warm-up; its seed text is the reference's (p is deterministic)
+        runs = {"seed": lambda: gate.chat(messages, ov["seed"]),
+                "ref": lambda: no_probe(gate, messages, warm.gate.seed_text, params),
+                "off": lambda: gate.chat(messages, ov["off"]),
+                "abstain": lambda: abstainer.chat(messages, ov["gate"])}
+        reps = []
+        for rep in range(args.reps):  # alternate the order so drifting load hits every kind alike
+            order = list(runs) if rep % 2 == 0 else list(runs)[::-1]
+            got = {k: runs[k]() for k in order}
+            sd, off = got["seed"], got["off"]
+            r_first, r_total, r_n = got["ref"]
+            reps.append({
+                "probe": sd.gate.probe_ms, "seed": sd.first_token_ms, "ref": r_first, "off": off.first_token_ms,
+                "abstain": got["abstain"].total_ms,
+                "a_ttft": sd.first_token_ms / r_first, "a_total": sd.total_ms / r_total,
+                "b_ttft": sd.first_token_ms / off.first_token_ms, "b_total": sd.total_ms / off.total_ms,
+                "c": got["abstain"].total_ms / off.first_token_ms,
+                "tok_seed": per_token(sd.first_token_ms, sd.total_ms, sd.completion_tokens),
+                "tok_ref": per_token(r_first, r_total, r_n),
+                "tok_off": per_token(off.first_token_ms, off.total_ms, off.completion_tokens)})
+        m = {k: statistics.median(r[k] for r in reps) for k in reps[0]}
+        rates = f"{m['tok_seed']:.0f}/{m['tok_ref']:.0f}/{m['tok_off']:.0f}"
+        print(f"{warm.prompt_tokens:>6} | {m['probe']:>6.0f} {m['seed']:>6.0f} {m['ref']:>6.0f} {m['a_ttft']:>8.2f} "
+              f"{m['a_total']:>9.2f} | {m['off']:>6.0f} {m['b_ttft']:>8.2f} {m['b_total']:>9.2f} | "
+              f"{m['abstain']:>7.0f} {m['c']:>5.2f} | {rates:>21}", flush=True)
+    print("ms and ratios are medians over reps (ratios paired within a rep); probe = prompt forward + features +\n"
+          "sidecar; seed/ref/off = time to first token; abstain = the whole gate-mode turn.\n"
           "(a) seed vs the no-probe reference on prompt + seed (same greedy tokens; target ≤ 1.15 on ttft)\n"
           "(b) seed vs off (different replies, so the total ratio also reflects reply length)\n"
           "(c) gate-mode abstention (whole turn, nothing generated) / off time to first token")
