@@ -13,23 +13,12 @@ import time
 
 import torch
 
+from common import messages_of
 from gate.config import load_settings
-from gate.engine.capture import position_ids_for
-from gate.engine.features import compute_features
 from gate.engine.capture import capture
+from gate.engine.features import compute_features
+from gate.engine.generate import prefill
 from gate.engine.runtime import Engine
-
-FILLER = ("The history of the region is long and varied, with many kingdoms rising and falling over the "
-          "centuries, each leaving its mark on the language, the architecture and the customs of the people. ")
-
-
-def prompt_of(engine: Engine, tokens: int, i: int) -> str:
-    """A chat prompt of about `tokens` tokens ending in a short question."""
-    question = f"Question {i}: what is the capital city of country number {i}?"
-    body = question
-    while len(engine.tokenizer(engine.prompt([{"role": "user", "content": body}]))["input_ids"]) < tokens:
-        body = FILLER + body
-    return engine.prompt([{"role": "user", "content": body}])
 
 
 def timed(fn) -> float:
@@ -49,8 +38,7 @@ def main() -> None:
 
     @torch.inference_mode()
     def plain(ids, mask):
-        model(input_ids=ids, attention_mask=mask, position_ids=position_ids_for(mask), use_cache=True,
-              logits_to_keep=1)
+        prefill(model, ids, mask)
 
     def probe(ids, mask):
         compute_features(arch, capture(model, arch, ids, mask, fs.positions), fs)
@@ -60,7 +48,8 @@ def main() -> None:
     print(f"{'tokens':>7} {'batch':>6} {'plain ms':>9} {'probe ms':>9} {'ratio':>6}")
     for tokens in (50, 1000):
         for batch in (1, args.batch):
-            ids, mask = engine.encode([prompt_of(engine, tokens, i) for i in range(batch)])
+            questions = [f"Question {i}: what is the capital city of country number {i}?" for i in range(batch)]
+            ids, mask = engine.encode([engine.prompt(messages_of(engine, tokens, q)) for q in questions])
             plain(ids, mask), probe(ids, mask)  # warm-up
             a, b = [], []
             for _ in range(args.reps):
