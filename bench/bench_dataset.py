@@ -18,7 +18,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32, help="examples per mode (default: %(default)s)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     engine = Engine(load_settings())
     examples = load_examples({"red": None}, seed=1)[:args.n]
     run_chunk(engine, examples[:2], 2, 2)  # warm-up: first-call allocations are not throughput
