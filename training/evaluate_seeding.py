@@ -77,17 +77,28 @@ def metrics(outcomes: list[str], confident: list[bool], base_correct: list[bool]
     }
 
 
-def evaluate(gate, rows: list[dict], max_tokens: int) -> list[dict]:
+def evaluate(gate, rows: list[dict], max_tokens: int, log: Path) -> list[dict]:
+    """Ask every question in `off` and `seed` mode; each answered row is appended to `log` at once, and
+    rows already there (same budget) are reused, so an interrupted run resumes where it stopped."""
     from gate.turns import TurnOverrides
+    done = {r["id"]: r for r in (load_rows(log) if log.exists() else []) if r["max_tokens"] == max_tokens}
     out = []
-    for row in tqdm(rows, unit="q", desc="seeding"):
-        messages = [{"role": "user", "content": user_text(Example(**{k: row[k] for k in Example.__annotations__}))}]
-        off = gate.chat(messages, TurnOverrides(mode="off", max_tokens=max_tokens))
-        seed = gate.chat(messages, TurnOverrides(mode="seed", max_tokens=max_tokens))
-        gated = gate.settings.policy.abstention if seed.gate.decision == "abstain" else seed.content
-        out.append({"id": row["id"], "source": row["source"], "category": row["category"], "golds": row["golds"],
-                    "label": row.get("label"), "dataset_prediction": row.get("prediction"), "p_knows": seed.gate.p_knows, "decision": seed.gate.decision,
-                    "replies": {"off": off.content, "seed": seed.content, "gate": gated}})
+    with log.open("a", encoding="utf-8") as sink:
+        for row in tqdm(rows, unit="q", desc="seeding"):
+            if row["id"] not in done:
+                example = Example(**{k: row[k] for k in Example.__annotations__})
+                messages = [{"role": "user", "content": user_text(example)}]
+                off = gate.chat(messages, TurnOverrides(mode="off", max_tokens=max_tokens))
+                seed = gate.chat(messages, TurnOverrides(mode="seed", max_tokens=max_tokens))
+                gated = gate.settings.policy.abstention if seed.gate.decision == "abstain" else seed.content
+                done[row["id"]] = {
+                    "id": row["id"], "source": row["source"], "category": row["category"], "golds": row["golds"],
+                    "label": row.get("label"), "dataset_prediction": row.get("prediction"), "max_tokens": max_tokens,
+                    "p_knows": seed.gate.p_knows, "decision": seed.gate.decision,
+                    "replies": {"off": off.content, "seed": seed.content, "gate": gated}}
+                sink.write(json.dumps(done[row["id"]], ensure_ascii=False) + "\n")
+                sink.flush()
+            out.append(done[row["id"]])
     return out
 
 
@@ -145,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     gate = Gate(settings)
     if gate.sidecar is None:
         raise SystemExit(f"no sidecar checkpoint for {settings.model.id}: train one first (python -m training.train)")
-    results = evaluate(gate, rows, max_tokens)
+    results = evaluate(gate, rows, max_tokens, directory / "seeding_rows.jsonl")
     summary = summarise(results, settings.policy.abstention)
     bands = settings.policy.bands
     info = {"model": settings.model.id, "split": f"{args.split}/test", "n": len(results),
@@ -154,7 +165,6 @@ def main(argv: list[str] | None = None) -> dict:
             "note": "The default model's weights went through 4-bit quantisation (GGUF Q4_1) before conversion."
             if settings.model.id == "smollm2-135m-instruct" else ""}
     (directory / "seeding.json").write_text(json.dumps({**info, **summary}, indent=2) + "\n")
-    (directory / "seeding_rows.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
     (directory / "seeding.md").write_text(markdown(summary, info))
     print(markdown(summary, info))
     return summary
