@@ -21,11 +21,10 @@ import time
 import numpy as np
 import torch
 
-from bench_probe import FILLER
+from common import messages_of
 from gate.config import load_settings
 from gate.engine.chat import seed_opening
 from gate.engine.generate import SamplingParams, continue_tokens, prefill
-from gate.engine.runtime import Engine
 from gate.pipeline import Gate
 from gate.turns import TurnOverrides
 
@@ -38,16 +37,6 @@ class _Fixed:
 
     def predict_proba(self, features) -> np.ndarray:
         return np.full(features.layer.shape[0], self.p)
-
-
-def messages_of(engine: Engine, tokens: int) -> list[dict]:
-    """One user turn whose served prompt has about `tokens` tokens, ending in a short question."""
-    question, words, n = "What is the capital city of Australia?", FILLER.split(), 0
-    body = question
-    while len(engine.encode([engine.prompt([{"role": "user", "content": body}])])[0][0]) < tokens:
-        n += 1
-        body = " ".join((words * (1 + n // len(words)))[:n]) + " " + question
-    return [{"role": "user", "content": body}]
 
 
 def no_probe(gate: Gate, messages: list[dict], seed: str, params: SamplingParams) -> tuple[float, float, int]:
