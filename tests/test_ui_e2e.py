@@ -5,16 +5,16 @@ page fetches nothing beyond loopback: it must work on a machine without internet
 """
 from __future__ import annotations
 
-import json
 import re
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from gate.adapters.evaluation import load_evaluation
+from gate.engine.loading import model_slug
 from training.normalize import matches
+from training.store import data_dir
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup.sh --browser)")
@@ -26,42 +26,22 @@ _QUESTION = "What is the capital of France?"
 _VERDICT = re.compile(r"P\(knows\) = ([\d.]+)% → (answer|hedge|abstain)")
 
 
-class EntropySidecar:
-    """Stand-in while no checkpoint is shipped: low final-layer lens entropy → high P(knows)."""
-
-    def predict_proba(self, features) -> np.ndarray:
-        from gate.engine.features import GLOBAL_FEATURES
-        entropy = features.globals[:, GLOBAL_FEATURES.index("final_entropy")].astype(float)
-        return 1 / (1 + np.exp(entropy - 2.0))
-
-
 @pytest.fixture(scope="module")
 def gate(settings, engine):
     from gate.pipeline import Gate
     gate = Gate(settings, engine=engine)
-    if gate.sidecar is None:  # keeps the P(knows) path of the page exercised before training ships one
-        gate.sidecar = EntropySidecar()
+    assert gate.sidecar is not None, "the default model's sidecar checkpoint ships in ckpts/; it was not found"
     return gate
 
 
 @pytest.fixture(scope="module")
-def shipped(tmp_path_factory) -> Path:
-    """A folder holding a small shipped evaluation."""
-    folder = tmp_path_factory.mktemp("evaluation")
-    (folder / "metrics.json").write_text(json.dumps({"test": {"sidecar": {"auroc": 0.8123}}}))
-    (folder / "metrics.md").write_text("| method | test AUROC |\n|---|---|\n| gru-sidecar | 0.812 |\n")
-    Image.new("RGB", (64, 48), "steelblue").save(folder / "roc.png")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def url(settings, gate, shipped, monkeypatch_module):
+def url(settings, gate, monkeypatch_module):
     from gate.adapters.ui import build_ui
     monkeypatch_module.setenv("GRADIO_ANALYTICS_ENABLED", "False")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo = build_ui(settings, gate, evaluation_dir=shipped)
+    demo = build_ui(settings, gate)  # the Evaluation tab reads what training shipped for the default model
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
@@ -144,9 +124,11 @@ def test_probe_then_head_to_head(page, external, gate, settings, tmp_path):
     print("screenshots:", tmp_path)
 
     page.get_by_role("tab", name="Evaluation").click()
-    assert "0.8123" in page.locator("#eval-metrics").inner_text()
-    assert "gru-sidecar" in page.locator("#eval-text").inner_text()  # the Markdown summary, rendered
-    assert page.locator("#eval-figures img").count() == 1
+    shipped = load_evaluation(data_dir(model_slug(settings.model.id)))
+    assert shipped.summaries and shipped.figures, f"nothing shipped in {shipped.directory}"
+    assert "sidecar" in page.locator("#eval-text").inner_text()  # the metrics.md table, rendered
+    assert str(shipped.rows[0][1]) in page.locator("#eval-metrics").inner_text()
+    assert page.locator("#eval-figures img").count() == len(shipped.figures)
     page.screenshot(path=tmp_path / "evaluation.png", full_page=True)
     page.get_by_role("tab", name="Info").click()
     arch = gate.engine.arch

@@ -234,9 +234,9 @@ def _table(found: ShippedEvaluation) -> dict:
 def _evaluation_tab(settings: Settings, folder: Path) -> None:
     text, table, gallery = _evaluation_view(settings, folder)
     status = gr.Markdown(text, elem_id="eval-text")
-    metrics = gr.Dataframe(value=table, label="every number in the shipped JSON files", interactive=False, show_search="search",
-                           elem_id="eval-metrics")
-    images = gr.Gallery(value=gallery, label="figures", columns=2, height="auto", object_fit="contain",
+    metrics = gr.Dataframe(value=table, label="every number in the shipped JSON files", interactive=False,
+                           show_search="search", elem_id="eval-metrics")
+    images = gr.Gallery(value=gallery, label="figures", columns=1, height="auto", object_fit="contain",
                         preview=False, elem_id="eval-figures")
     reload = gr.Button("Reload shipped metrics", elem_id="eval-reload")
     reload.click(_user_errors(functools.partial(_evaluation_view, settings, folder)), None, [status, metrics, images])
@@ -280,11 +280,8 @@ def _info_tab(settings: Settings, gate: Gate) -> None:
 
 # ---------------------------------------------------------------- the page
 
-def build_ui(settings: Settings, gate: Gate, evaluation_dir: Path | None = None) -> gr.Blocks:
-    """The whole view for one loaded Gate; `gate serve` mounts it at /ui, `gate ui` launches it alone.
-
-    `evaluation_dir` defaults to where training ships the model's metrics (data/<model slug>).
-    """
+def build_ui(settings: Settings, gate: Gate) -> gr.Blocks:
+    """The whole view for one loaded Gate; `gate serve` mounts it at /ui, `gate ui` launches it alone."""
     bands = settings.policy.bands
     with gr.Blocks(title="knowledge-gate", analytics_enabled=False) as demo:
         gr.Markdown(f"## knowledge-gate · `{settings.model.id}`\nDoes the model know the answer before it speaks?")
@@ -299,7 +296,7 @@ def build_ui(settings: Settings, gate: Gate, evaluation_dir: Path | None = None)
             with gr.Tab("Head to head", elem_id="tab-h2h"):
                 _head_to_head_tab(settings, gate, question, low, high)
             with gr.Tab("Evaluation", elem_id="tab-eval"):
-                _evaluation_tab(settings, evaluation_dir or data_dir(model_slug(settings.model.id)))
+                _evaluation_tab(settings, data_dir(model_slug(settings.model.id)))  # where training ships it
             with gr.Tab("Info", elem_id="tab-info"):
                 _info_tab(settings, gate)
     return demo
