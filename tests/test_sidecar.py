@@ -76,3 +76,15 @@ def test_load_for_engine(engine, settings, tmp_path, monkeypatch, fitted):
     with pytest.raises(SidecarMismatch, match="toy/model-a"):
         load_for(engine)
     assert model_signature(engine)["num_layers"] == engine.arch.num_layers
+
+
+def test_shipped_checkpoint_serves_the_default_model(engine):
+    """The committed checkpoint matches the engine's signature and scores a real probe."""
+    sc = load_for(engine)
+    if sc is None:
+        pytest.skip("no shipped checkpoint")
+    probe = engine.probe([engine.prompt([{"role": "user", "content": q}])
+                          for q in ("What is the capital of France?", "Who won the 1987 Tasmanian chess open?")])
+    p = sc.predict_proba(probe.features)
+    assert p.shape == (2,) and np.all((p > 0) & (p < 1))
+    assert p[0] > p[1]  # a capital the model knows vs an obscure fact
