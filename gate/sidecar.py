@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 from torch import nn
 

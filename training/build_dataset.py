@@ -15,7 +15,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from gate.config import Settings, load_settings
-from gate.engine.features import GLOBAL_FEATURES, LAYER_FEATURES
 from gate.engine.loading import model_slug
 from training.normalize import matches
 from training.sources import SOURCES, Example, load_examples
