@@ -8,12 +8,10 @@ import torch
 
 from training import build_dataset as bd
 from training.normalize import matches
-from training.sources import Example
-from training.store import load_dataset
+from training.sources import Example, red_trivia
+from training.store import load_dataset, load_rows
 
-QUESTIONS = [("What is the capital of France?", ["Paris"]), ("What is the chemical symbol for gold?", ["Au"]),
-             ("How many legs does a spider have?", ["8"]), ("Who wrote Hamlet?", ["Shakespeare"])]
-EXAMPLES = [Example(f"t-{i}", "toy", "general", q, g) for i, (q, g) in enumerate(QUESTIONS)]
+EXAMPLES = red_trivia(("worldcapitals",))[:4]  # real rows: shipped files get their text back from the package
 ARGS = dict(chunk_size=2, batch_size=2, max_new_tokens=4)
 
 
@@ -57,6 +55,7 @@ def test_resume_after_kill(engine, tmp_path, monkeypatch):
     assert calls == [2] and stats["computed"] == 2 and stats["examples"] == 4   # only the missing chunk
     assert (tmp_path / "build" / "chunk_0000.npz").stat().st_mtime_ns == first_mtime
 
+    assert not any("question" in r or "golds" in r for r in load_rows(tmp_path / "examples.jsonl"))
     rows, feats, meta = load_dataset(tmp_path)
     assert [r["id"] for r in rows] == [e.id for e in EXAMPLES]
     assert feats.layer.shape[:2] == (4, engine.arch.num_layers) and feats.layer.dtype == np.float16

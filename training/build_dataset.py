@@ -18,7 +18,7 @@ from gate.config import Settings, load_settings
 from gate.engine.loading import model_slug
 from training.normalize import matches
 from training.sources import SOURCES, Example, load_examples
-from training.store import concat, data_dir, load_features, load_rows, save_features, save_rows
+from training.store import concat, data_dir, load_features, load_rows, save_examples, save_features, save_rows
 
 SHORT_INSTRUCTION = "Answer in a few words."
 
@@ -106,7 +106,7 @@ def build(engine, examples: list[Example], out: Path, chunk_size: int, batch_siz
         jsonl, npz = chunk_paths(build_dir, k)
         all_rows += load_rows(jsonl)
         parts.append(load_features(npz)[0])
-    save_rows(out / "examples.jsonl", all_rows)
+    save_examples(out / "examples.jsonl", all_rows)
     save_features(out / "features.npz", concat(parts), [r["id"] for r in all_rows], meta)
     return {"examples": len(all_rows), "computed": done_examples, "seconds": elapsed,
             "per_second": done_examples / elapsed if elapsed > 0 else float("nan"),

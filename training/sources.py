@@ -133,3 +133,8 @@ def load_examples(sources: dict[str, int | None], seed: int = 0) -> list[Example
                 out.append(ex)
     rng.shuffle(out)
     return out
+
+
+def by_id(sources: set[str]) -> dict[str, Example]:
+    """Every usable example of the named sources, keyed by id: how shipped rows get their text back."""
+    return {ex.id: ex for name in sorted(sources) for ex in _LOADERS[name]()}

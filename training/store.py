@@ -11,6 +11,8 @@ from gate.engine.features import Features
 
 ROOT = Path(__file__).resolve().parent.parent
 _ARRAYS = ("layer", "globals", "hidden", "top_tokens")
+# Question and gold texts stay in their source packages (GPL-3.0 / CC BY-SA): shipped rows carry ids only.
+SOURCE_TEXT = ("question", "golds")
 
 
 def data_dir(slug: str) -> Path:
@@ -45,9 +47,26 @@ def concat(parts: list[Features]) -> Features:
     return Features(*(np.concatenate([getattr(p, k) for p in parts]) for k in _ARRAYS))
 
 
+def save_examples(path: Path, rows: list[dict]) -> None:
+    """The shipped example rows: everything but the source packages' own text."""
+    save_rows(path, [{k: v for k, v in r.items() if k not in SOURCE_TEXT} for r in rows])
+
+
+def load_examples(path: Path) -> list[dict]:
+    """Shipped example rows with question and golds read back, by id, from the installed source packages."""
+    from training.sources import by_id
+    rows = load_rows(path)
+    text = by_id({r["source"] for r in rows})
+    missing = [r["id"] for r in rows if r["id"] not in text]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} example ids (e.g. {missing[0]}) are not in the installed source "
+                         f"packages; install the versions scripts/setup.sh pins")
+    return [{**r, "question": text[r["id"]].question, "golds": text[r["id"]].golds} for r in rows]
+
+
 def load_dataset(directory: Path) -> tuple[list[dict], Features, dict]:
-    """Rows and features of a built dataset, checked to be aligned by id."""
-    rows = load_rows(directory / "examples.jsonl")
+    """Rows (with their source text) and features of a built dataset, checked to be aligned by id."""
+    rows = load_examples(directory / "examples.jsonl")
     feats, ids, meta = load_features(directory / "features.npz")
     if ids != [r["id"] for r in rows]:
         raise ValueError(f"{directory}: examples.jsonl and features.npz are not aligned")
