@@ -29,7 +29,7 @@ from training.build_dataset import user_text
 from training.normalize import matches
 from training.sources import Example
 from training.splits import load_splits
-from training.store import data_dir, load_features, load_rows
+from training.store import SOURCE_TEXT, data_dir, load_examples, load_features, load_rows, save_rows
 
 ABSTAINS = re.compile(r"\b(i (do not|don't|dont) know|i'm not able to answer|i am not able to answer|i cannot answer|"
                       r"i can't answer|no idea|i'm not aware|i am not aware|i won't guess|i will not guess|"
@@ -53,7 +53,7 @@ def score(reply: str, golds: list[str], abstention: str) -> str:
 
 def held_out(directory: Path, split: str, limit: int | None) -> list[dict]:
     """The test part of a split the sidecar was not trained on (splits.json, made by training.train)."""
-    rows = load_rows(directory / "examples.jsonl")
+    rows = load_examples(directory / "examples.jsonl")  # question and golds read back from the source packages
     return [rows[i] for i in load_splits(directory / "splits.json", rows)[split]["test"][:limit]]
 
 
@@ -79,7 +79,8 @@ def metrics(outcomes: list[str], confident: list[bool], base_correct: list[bool]
 
 def evaluate(gate, rows: list[dict], max_tokens: int, log: Path) -> list[dict]:
     """Ask every question in `off` and `seed` mode; each answered row is appended to `log` at once, and
-    rows already there (same budget) are reused, so an interrupted run resumes where it stopped."""
+    rows already there (same budget) are reused, so an interrupted run resumes where it stopped.
+    The log holds ids and the model's replies, never the source packages' text (their licences)."""
     from gate.turns import TurnOverrides
     done = {r["id"]: r for r in (load_rows(log) if log.exists() else []) if r["max_tokens"] == max_tokens}
     out = []
@@ -92,14 +93,14 @@ def evaluate(gate, rows: list[dict], max_tokens: int, log: Path) -> list[dict]:
                 seed = gate.chat(messages, TurnOverrides(mode="seed", max_tokens=max_tokens))
                 gated = gate.settings.policy.abstention if seed.gate.decision == "abstain" else seed.content
                 done[row["id"]] = {
-                    "id": row["id"], "source": row["source"], "category": row["category"], "golds": row["golds"],
-                    "label": row.get("label"), "dataset_prediction": row.get("prediction"), "max_tokens": max_tokens,
+                    "id": row["id"], "source": row["source"], "category": row["category"], "label": row.get("label"), "dataset_prediction": row.get("prediction"), "max_tokens": max_tokens,
                     "p_knows": seed.gate.p_knows, "decision": seed.gate.decision,
                     "replies": {"off": off.content, "seed": seed.content, "gate": gated}}
                 sink.write(json.dumps(done[row["id"]], ensure_ascii=False) + "\n")
                 sink.flush()
-            out.append(done[row["id"]])
-    return out
+            out.append({k: v for k, v in done[row["id"]].items() if k not in SOURCE_TEXT})
+    save_rows(log, out)  # canonical: this run's questions in order, without source text
+    return [{**r, "golds": row["golds"]} for r, row in zip(out, rows)]
 
 
 def summarise(results: list[dict], abstention: str, seed: int = 0) -> dict:
