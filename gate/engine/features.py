@@ -53,9 +53,11 @@ def hidden_layer_indices(num_layers: int, depths: tuple[float, ...]) -> list[int
 def _write_geometry(mid: torch.Tensor, write: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """‖write‖/‖resid before the MLP‖ and cosine with the previous layer's write, [..., L, K]."""
     write, mid = write.float(), mid.float()
-    ratio = write.norm(dim=-1) / mid.norm(dim=-1).clamp_min(1e-6)
+    norm = write.norm(dim=-1)
+    ratio = norm / mid.norm(dim=-1).clamp_min(1e-6)
+    unit = write / norm.clamp_min(1e-6)[..., None]
     cos = torch.zeros_like(ratio)
-    cos[:, 1:] = torch.nn.functional.cosine_similarity(write[:, 1:], write[:, :-1], dim=-1)
+    cos[:, 1:] = (unit[:, 1:] * unit[:, :-1]).sum(-1)
     return ratio, cos
 
 
@@ -66,18 +68,19 @@ def _lens_features(arch: ArchMap, resid: torch.Tensor, write: torch.Tensor) -> t
     r_logits, w_logits = logits.reshape(2 * b, L, -1).split(b, dim=0)
     del logits
     a = distribution_stats(r_logits)
-    logp = a.pop("logp")
+    logp, p = a.pop("logp"), a.pop("p")
     kl = torch.zeros_like(a["entropy"])
-    kl[:, 1:] = (logp[:, 1:].exp() * (logp[:, 1:] - logp[:, :-1])).sum(-1)
+    kl[:, 1:] = (p[:, 1:] * (logp[:, 1:] - logp[:, :-1])).sum(-1)
     final_top = a["argmax"][:, -1:, None].expand(b, L, 1)  # the last layer's pick, read at every layer
-    p_final_top = logp.gather(-1, final_top).squeeze(-1).exp()
-    del logp, r_logits
+    p_final_top = p.gather(-1, final_top).squeeze(-1)
+    del logp, p, r_logits
 
     wlogp = torch.log_softmax(w_logits, dim=-1)
     peaked = float(np.log(w_logits.shape[-1])) + (wlogp.exp() * wlogp).sum(-1)
     del wlogp
-    top_logit = w_logits.gather(-1, final_top).squeeze(-1)
-    dla_z = (top_logit - w_logits.mean(-1)) / w_logits.std(-1).clamp_min(1e-6)
+    mean = w_logits.mean(-1)                          # moments by sums: std() makes a slow second pass
+    std = ((w_logits * w_logits).mean(-1) - mean * mean).clamp_min(1e-12).sqrt()
+    dla_z = (w_logits.gather(-1, final_top).squeeze(-1) - mean) / std
     cols = [a["entropy"], a["margin"], a["maxprob"], kl, p_final_top, peaked, dla_z]
     return torch.stack(cols, dim=-1), a["argmax"]
 

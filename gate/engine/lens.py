@@ -17,14 +17,16 @@ def lens_logits(arch: ArchMap, x: torch.Tensor) -> torch.Tensor:
 
 
 def distribution_stats(logits: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Entropy, max prob, top-1 margin and argmax of softmax(logits) over the last axis."""
+    """Log-probs, probs, entropy, max prob, top-1 margin and argmax of softmax(logits) over the last axis."""
     logp = torch.log_softmax(logits, dim=-1)
     p = logp.exp()
-    top = p.topk(2, dim=-1)
+    top = logits.topk(2, dim=-1)                      # same order as p, without another pass over p
+    top_p = logp.gather(-1, top.indices).exp()
     return {
         "logp": logp,
+        "p": p,
         "entropy": -(p * logp).sum(-1),
-        "maxprob": top.values[..., 0],
-        "margin": top.values[..., 0] - top.values[..., 1],
+        "maxprob": top_p[..., 0],
+        "margin": top_p[..., 0] - top_p[..., 1],
         "argmax": top.indices[..., 0],
     }
