@@ -23,6 +23,8 @@ class ModelSettings(_Strict):
     cache_dir: str = "~/.cache/knowledge-gate"
     system_prompt: str | None = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
     thinking: Literal["auto", "gemma4", "think", "prefill"] = "auto"
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch's default. On a CPU "
+                                "shared with other jobs, 1 avoids threads spinning against each other")
 
 
 class FeatureSettings(_Strict):

@@ -78,6 +78,8 @@ def default_model_dir(cache_dir: str) -> Path:
 
 def load_model(settings: ModelSettings) -> LoadedModel:
     """Load tokenizer and causal LM on the configured device and dtype, in eval mode."""
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     source: str | Path = settings.id
