@@ -5,6 +5,7 @@ does not beat them is reading the topic, not the model's knowledge.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,15 +34,16 @@ def _auroc(y: np.ndarray, s: np.ndarray) -> float:
     return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else 0.5
 
 
-class Method:
+class Method(ABC):
     """fit on train (val for model selection), score = any monotone confidence, proba = Platt on val."""
     name = "method"
 
     def fit(self, train: Part, val: Part) -> "Method":
         return self
 
+    @abstractmethod
     def score(self, part: Part) -> np.ndarray:
-        raise NotImplementedError
+        """Higher = more likely the model knows."""
 
     def calibrate(self, val: Part) -> "Method":
         s = self.score(val).reshape(-1, 1)
@@ -67,8 +69,9 @@ class _LogReg(Method):
     grid = (0.001, 0.01, 0.1, 1.0)
     center = True  # sparse text matrices cannot be centred
 
+    @abstractmethod
     def matrix(self, part: Part):
-        raise NotImplementedError
+        """The design matrix this regression reads."""
 
     def fit(self, train: Part, val: Part) -> "_LogReg":
         x_tr, x_va = self.matrix(train), self.matrix(val)
