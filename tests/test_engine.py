@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import (AutoModelForCausalLM, Gemma4TextConfig, GPT2Config, LlamaConfig)
+from transformers import (AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, Gemma4TextConfig, GPT2Config,
+                          LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config)
 
 from gate.config import FeatureSettings, ModelSettings
 from gate.engine.arch import UnsupportedArchitecture, arch_map, check_supported
@@ -90,6 +91,25 @@ def test_llama_write_is_mlp_output_and_lens_matches_logits():
     torch.testing.assert_close(lens_logits(arch, cap.resid[:, -1]), cap.logits, atol=1e-4, rtol=1e-4)
     feats = compute_features(arch, cap, FeatureSettings(positions=K, hidden_depths=(0.5, 1.0)))
     assert feats.layer.shape == (2, 3, len(LAYER_FEATURES)) and feats.hidden.shape == (2, 2, 64)
+
+
+@pytest.mark.parametrize("config_cls, extra, write_name", [
+    (Qwen2Config, {}, "mlp"), (Qwen3Config, {"head_dim": 16}, "mlp"), (MistralConfig, {}, "mlp"),
+    (Gemma2Config, {"head_dim": 16, "final_logit_softcapping": 30.0}, "post_feedforward_layernorm"),
+    (Gemma3TextConfig, {"head_dim": 16}, "post_feedforward_layernorm"),
+])
+def test_other_families_write_and_lens(config_cls, extra, write_name):
+    """Without per-layer embeddings, residual before the MLP + write is the layer output in every family."""
+    torch.manual_seed(0)
+    cfg = config_cls(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                     num_attention_heads=4, num_key_value_heads=2, **extra)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    arch = arch_map(model)
+    assert arch.write[0] is getattr(model.model.layers[0], write_name)
+    assert arch.softcap == extra.get("final_logit_softcapping")
+    cap = capture(model, arch, *_batch(256), K)
+    torch.testing.assert_close(cap.resid_mid + cap.write, cap.resid, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lens_logits(arch, cap.resid[:, -1]), cap.logits, atol=1e-4, rtol=1e-4)
 
 
 def test_hooks_removed_after_exception():
