@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import (AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, Gemma4TextConfig, GPT2Config,
-                          LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config)
+from transformers import (AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, Gemma4Config, Gemma4TextConfig,
+                          GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config)
+from transformers.models.gemma4.configuration_gemma4 import Gemma4VisionConfig
 
 from gate.config import FeatureSettings, ModelSettings
 from gate.engine.arch import UnsupportedArchitecture, arch_map, check_supported
@@ -17,14 +18,16 @@ from gate.engine.loading import ModelLoadError, load_model
 K = 3
 
 
+GEMMA4_TEXT = dict(
+    vocab_size=512, vocab_size_per_layer_input=512, hidden_size=64, hidden_size_per_layer_input=16,
+    intermediate_size=128, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+    global_head_dim=32, layer_types=["sliding_attention", "full_attention"] * 2, per_layer_config={},
+    sliding_window=16, final_logit_softcapping=30.0, num_kv_shared_layers=0)
+
+
 def tiny_gemma4() -> torch.nn.Module:
     torch.manual_seed(0)
-    cfg = Gemma4TextConfig(
-        vocab_size=512, vocab_size_per_layer_input=512, hidden_size=64, hidden_size_per_layer_input=16,
-        intermediate_size=128, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-        global_head_dim=32, layer_types=["sliding_attention", "full_attention"] * 2, per_layer_config={},
-        sliding_window=16, final_logit_softcapping=30.0, num_kv_shared_layers=0)
-    model = AutoModelForCausalLM.from_config(cfg).eval()
+    model = AutoModelForCausalLM.from_config(Gemma4TextConfig(**GEMMA4_TEXT)).eval()
     with torch.no_grad():  # random init leaves the unembedding tiny; scale it so the softcap really bites
         model.get_output_embeddings().weight.mul_(200.0)
         for i, layer in enumerate(model.model.layers):
@@ -78,6 +81,20 @@ def test_gemma4_write_plus_mid_is_residual_before_ple():
     torch.testing.assert_close(cap.resid_mid + cap.write, expected, atol=1e-5, rtol=1e-5)
     # With PLE and layer_scalar, the layer output is NOT resid_mid + write: the map must not assume it.
     assert (cap.resid - expected).abs().max() > 1e-2
+    torch.testing.assert_close(lens_logits(arch, cap.resid[:, -1]), cap.logits, atol=1e-4, rtol=1e-4)
+
+
+def test_gemma4_multimodal_checkpoint_uses_its_text_decoder():
+    torch.manual_seed(0)
+    vision = Gemma4VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                num_key_value_heads=2, head_dim=16)
+    model = AutoModelForCausalLM.from_config(
+        Gemma4Config(text_config=GEMMA4_TEXT, vision_config=vision.to_dict(), audio_config=None)).eval()
+    assert type(model).__name__ == "Gemma4ForConditionalGeneration"
+    arch = arch_map(model)
+    assert arch.layers[0] is model.model.language_model.layers[0]
+    assert arch.softcap == 30.0 and arch.num_layers == GEMMA4_TEXT["num_hidden_layers"]
+    cap = capture(model, arch, *_batch(512), K)
     torch.testing.assert_close(lens_logits(arch, cap.resid[:, -1]), cap.logits, atol=1e-4, rtol=1e-4)
 
 
