@@ -290,4 +290,14 @@ def test_ui_mounted_beside_the_api(settings, gate):
     with live_server(server_settings(settings, ui=True), gate) as url:
         page = httpx.get(f"{url}/ui/", follow_redirects=True, timeout=60)
         assert page.status_code == 200 and "gradio" in page.text.lower()
+        assert httpx.get(f"{url}/ui/config", timeout=60).status_code == 200
         assert httpx.get(f"{url}/health").json()["status"] == "ok"
+
+
+def test_ui_behind_the_api_key(settings, gate):
+    with live_server(server_settings(settings, ui=True, api_key="sesame"), gate) as url:
+        assert httpx.get(f"{url}/ui/config", timeout=60).status_code == 401
+        with httpx.Client(base_url=url, timeout=60, follow_redirects=True) as client:
+            assert client.post("/ui/login", data={"username": "x", "password": "wrong"}).status_code == 400
+            assert client.post("/ui/login", data={"username": "x", "password": "sesame"}).status_code == 200
+            assert client.get("/ui/config").status_code == 200

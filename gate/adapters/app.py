@@ -6,7 +6,6 @@ nothing and every request goes through the same single queue in front of the one
 from __future__ import annotations
 
 import hmac
-import importlib.util
 import json
 import logging
 import socket
@@ -187,16 +186,14 @@ def create_app(settings: Settings, gate: Gate) -> FastAPI:
 
 
 def mount_ui(app: FastAPI, settings: Settings, gate: Gate) -> None:
-    """Mount the Gradio view at /ui when `gate.adapters.ui` provides `build_ui(settings, gate)`."""
-    build = None
-    if importlib.util.find_spec("gate.adapters.ui") is not None:
-        from gate.adapters import ui
-        build = getattr(ui, "build_ui", None)
-    if build is None:
-        log.warning("server.ui is on but gate.adapters.ui.build_ui is not available; serving the API only")
-        return
+    """Mount the Gradio view at /ui; with an API key set, its login password is that key."""
     import gradio as gr
-    gr.mount_gradio_app(app, build(settings, gate), path="/ui")
+
+    from gate.adapters.ui import build_ui
+    key = settings.server.api_key
+    auth = (lambda _user, password: hmac.compare_digest(password, key)) if key else None
+    gr.mount_gradio_app(app, build_ui(settings, gate), path="/ui", auth=auth,
+                        auth_message="Password: the server's API key." if key else None)
 
 
 @contextmanager
