@@ -182,7 +182,8 @@ class Sidecar:
     def _components(self, feats: Features) -> np.ndarray:
         """[B, 2]: the hidden-state read's logit and the GRU ensemble's mean logit."""
         with torch.no_grad(), _one_thread():
-            gru = np.mean([net(*self._net_inputs(feats)).numpy() for net in self.nets], axis=0)
+            inputs = self._net_inputs(feats)  # standardised once for the whole ensemble
+            gru = np.mean([net(*inputs).numpy() for net in self.nets], axis=0)
             read = self._hidden_matrix(feats) @ self.state["read_coef"] + self.state["read_bias"]
         return np.stack([read, gru], axis=1).astype(np.float32)
 

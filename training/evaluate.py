@@ -145,12 +145,20 @@ def band_shares(y: np.ndarray, p: np.ndarray, low: float, high: float) -> dict:
 
 
 # ---- figures ----------------------------------------------------------------------------------------------
+def _save(fig, path: Path) -> str:
+    """Write a figure as PNG and free it; returns the path."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
 def figures(out: Path, evals: dict[str, dict[str, tuple]], y_by_split: dict[str, np.ndarray]) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
     fig, axes = plt.subplots(1, len(evals), figsize=(5.5 * len(evals), 4.5), squeeze=False)
     for ax, (split, res) in zip(axes[0], evals.items()):
         for name, (_, p) in res.items():
@@ -158,10 +166,7 @@ def figures(out: Path, evals: dict[str, dict[str, tuple]], y_by_split: dict[str,
             ax.plot(cov, risk, label=f"{name} (AURC {risk.mean():.3f})", lw=2.5 if name == "sidecar" else 1.2)
         ax.set(title=f"risk-coverage, {split} test", xlabel="coverage (share answered)", ylabel="error among answered")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "risk_coverage.png", dpi=110)
-    paths.append(str(out / "risk_coverage.png"))
-    plt.close(fig)
+    paths = [_save(fig, out / "risk_coverage.png")]
 
     fig, axes = plt.subplots(1, len(evals), figsize=(5 * len(evals), 4.5), squeeze=False)
     edges = np.linspace(0, 1, 11)
@@ -176,11 +181,7 @@ def figures(out: Path, evals: dict[str, dict[str, tuple]], y_by_split: dict[str,
         ax.hist(res["sidecar"][1], bins=edges, weights=np.full(len(y), 1 / len(y)), alpha=0.2, label="sidecar p share")
         ax.set(title=f"reliability, {split} test", xlabel="predicted P(knows)", ylabel="observed accuracy")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "reliability.png", dpi=110)
-    paths.append(str(out / "reliability.png"))
-    plt.close(fig)
-    return paths
+    return [*paths, _save(fig, out / "reliability.png")]
 
 
 def table(metrics: dict) -> str:
