@@ -33,7 +33,7 @@ def main() -> None:
         results.append((mode, bs, dt, len(rows) / dt, sum(r["label"] for r in rows)))
     print(f"model {engine.loaded.model_id}, device {engine.device}, torch threads {torch.get_num_threads()}, "
           f"{args.n} examples, {args.max_new_tokens} new tokens max")
-    print(f"| mode | batch | seconds | examples/s | labels=1 |\n|---|---|---|---|---|")
+    print("| mode | batch | seconds | examples/s | labels=1 |\n|---|---|---|---|---|")
     for mode, bs, dt, rate, pos in results:
         print(f"| {mode} | {bs} | {dt:.1f} | {rate:.2f} | {pos} |")
     print(f"speed-up: {results[0][3] / results[1][3]:.2f}x")

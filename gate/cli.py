@@ -24,6 +24,9 @@ def _probe(settings: Settings, args: argparse.Namespace) -> None:
         values = " ".join(f"{float(row[c]):>7.3f}" for c in cols)
         print(f"{layer:>5} {values}  {top[0][0]!r} ({top[0][1]:.2f})")
     view = report.gate
+    if view.p_factual is not None:
+        kind = "a knowledge question" if view.p_factual >= view.factual_threshold else "not a knowledge question: pass"
+        print(f"P(factual) = {view.p_factual:.3f} → {kind} (threshold {view.factual_threshold})")
     if view.p_knows is None:
         print(f"P(knows): n/a — {view.note or 'no sidecar for this model'} (train one with python -m training.train)")
     else:

@@ -79,6 +79,9 @@ class Seeds(_Strict):
 class PolicySettings(_Strict):
     bands: Bands = Bands()
     mode: Literal["off", "seed", "gate"] = "seed"
+    factual_threshold: float = Field(0.5, ge=0.0, le=1.0, description="a turn whose P(factual) — the chance that "
+                                     "answering it needs the model's stored knowledge of facts — is below this "
+                                     "passes the gate: no seed, no abstention, plain generation")
     seeds: Seeds = Seeds()
     abstention: str = "I don't know the answer to that, and I'd rather not guess."
 

@@ -1,7 +1,8 @@
 """The one chat-turn entry point every adapter uses: messages + overrides in, a gated reply out.
 
-A turn runs ONE prompt forward: the probe (with hooks) is also the generation's prefill. The sidecar
-turns its features into P(knows), the policy picks a band, the seed opens the thought, and decoding
+A turn runs ONE prompt forward: the probe (with hooks) is also the generation's prefill. The applicability
+head reads its features as P(factual) — a turn that is not a knowledge question passes untouched — and the
+sidecar turns them into P(knows); the policy picks a band, the seed opens the thought, and decoding
 continues from the probe's KV cache (the seed's tokens are one more forward on that cache; the prompt is
 never run twice). In `off` mode the prompt forward runs without hooks (the baseline). `gate` mode below
 the low band returns the configured abstention without generating.
@@ -35,11 +36,11 @@ from gate.engine.generate import SamplingParams, continue_tokens, prefill, stop_
 from gate.engine.lens import lens_logits
 from gate.engine.reply import ReplySplitter
 from gate.engine.runtime import Engine
-from gate.policy import decide, resolve_bands, seed_text
+from gate.policy import decide, resolve_bands, resolve_threshold, seed_text
 from gate.turns import Delta, GateView, Mode, PromptTooLong, TurnError, TurnEvent, TurnOverrides, TurnResult
 
 LENS_TOP_K = 5  # tokens shown per layer by the probe view
-_LOAD = object()  # Gate's default: load the sidecar checkpoint made for the served model
+_LOAD = object()  # Gate's default: load the sidecar / applicability checkpoints made for the served model
 
 
 def _ms_since(start: float) -> float:
@@ -61,6 +62,7 @@ class _Turn:
     """A validated request, ready to run."""
     mode: Mode
     bands: Bands
+    factual_threshold: float
     params: SamplingParams
     prompt: str
     input_ids: torch.Tensor
@@ -70,14 +72,20 @@ class _Turn:
 class Gate:
     """A loaded model + its sidecar + the policy, serving chat turns one at a time."""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None, sidecar: Any = _LOAD):
-        """`sidecar`: by default the checkpoint for this model (None if there is none); tests pass their own."""
+    def __init__(self, settings: Settings, engine: Engine | None = None, sidecar: Any = _LOAD,
+                 applicability: Any = _LOAD):
+        """`sidecar` / `applicability`: by default the checkpoints for this model (None if there are none);
+        tests pass their own."""
         self.settings = settings
         self.engine = engine or Engine(settings)
         if sidecar is _LOAD:
             from gate.sidecar import load_for
             sidecar = load_for(self.engine)
+        if applicability is _LOAD:
+            from gate.applicability import load_for as load_applicability
+            applicability = load_applicability(self.engine)
         self.sidecar = sidecar  # anything with predict_proba(Features) -> [B]
+        self.applicability = applicability  # P(factual), the same interface
         self.lock = threading.Lock()
         self.eos_ids = stop_token_ids(self.engine.tokenizer)
         text_config = self.engine.model.config.get_text_config()
@@ -103,8 +111,7 @@ class Gate:
         with self.lock, torch.inference_mode():
             start = time.perf_counter()
             probe = self.engine.probe_ids(turn.input_ids, turn.attention_mask)
-            p = self._p_knows(probe.features)
-            view = self._view(turn, p, start)
+            view = self._view(turn, probe.features, start)
             final = probe.capture.resid[0, :, -1]                       # [L, d] final prompt position
             top = torch.softmax(lens_logits(self.engine.arch, final), -1).topk(LENS_TOP_K, dim=-1)
         tok = self.engine.tokenizer
@@ -121,6 +128,7 @@ class Gate:
         if mode not in ("off", "seed", "gate"):
             raise TurnError(f"mode must be off, seed or gate, got {mode!r}", param="mode")
         bands = resolve_bands(cfg.policy.bands, ov.bands)
+        threshold = resolve_threshold(cfg.policy.factual_threshold, ov.factual_threshold)
         gen = cfg.generation.model_dump()
         gen.update({k: v for k, v in (("max_tokens", ov.max_tokens), ("temperature", ov.temperature),
                                       ("top_p", ov.top_p)) if v is not None})
@@ -142,7 +150,7 @@ class Gate:
             raise PromptTooLong(f"the prompt has {ids.shape[1]} tokens; with the seed and max_tokens="
                                 f"{gen.max_tokens} the turn needs {needed}, beyond the model's context window "
                                 f"of {self.context_window}", param="messages", code="context_length_exceeded")
-        return _Turn(mode, bands, params, prompt, ids, mask)
+        return _Turn(mode, bands, threshold, params, prompt, ids, mask)
 
     def _seed_room(self, prompt: str, mode: Mode) -> int:
         """Tokens the longest seed may add (0 in off mode), so a too-long turn fails before the probe."""
@@ -156,18 +164,19 @@ class Gate:
         """One text, never padded: a fast tokenizer whose padding state never changes is safe across threads."""
         return self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _p_knows(self, features: Features) -> float | None:
-        return None if self.sidecar is None else float(self.sidecar.predict_proba(features)[0])
-
-    def _view(self, turn: _Turn, p: float | None, start: float) -> GateView:
-        """The gate's reading; in `off` mode nothing is seeded, and a missing sidecar is said, not hidden."""
-        bands, ms = (turn.bands.low, turn.bands.high), _ms_since(start)
+    def _view(self, turn: _Turn, features: Features | None, start: float) -> GateView:
+        """The gate's reading; in `off` mode (no features) nothing is read or seeded, and a missing sidecar is
+        said, not hidden. A turn that is not a knowledge question passes: no seed."""
+        bands = (turn.bands.low, turn.bands.high)
+        read = (lambda head: None if head is None or features is None else float(head.predict_proba(features)[0]))
+        p, p_factual = read(self.sidecar), read(self.applicability)
+        ms = _ms_since(start)
         if p is None:
             note = None if turn.mode == "off" else f"no sidecar for {self.engine.loaded.model_id}: not gated"
-            return GateView(None, None, turn.mode, bands, None, ms, note=note)
-        decision = decide(p, turn.bands)
+            return GateView(None, None, turn.mode, bands, None, ms, note, p_factual, turn.factual_threshold)
+        decision = decide(p, turn.bands, p_factual, turn.factual_threshold)
         seed = None if turn.mode == "off" else seed_text(self.settings.policy.seeds, decision, p)
-        return GateView(p, decision, turn.mode, bands, seed, ms)
+        return GateView(p, decision, turn.mode, bands, seed, ms, None, p_factual, turn.factual_threshold)
 
     def _run(self, turn: _Turn) -> Iterator[TurnEvent]:
         with self.lock:
@@ -177,11 +186,11 @@ class Gate:
         engine, fmt = self.engine, self.engine.thinking
         start = time.perf_counter()
         if turn.mode == "off":
-            cache, p = prefill(engine.model, turn.input_ids, turn.attention_mask), None
+            cache, features = prefill(engine.model, turn.input_ids, turn.attention_mask), None
         else:
             probe = engine.probe_ids(turn.input_ids, turn.attention_mask)
-            cache, p = probe.capture, self._p_knows(probe.features)
-        view = self._view(turn, p, start)
+            cache, features = probe.capture, probe.features
+        view = self._view(turn, features, start)
         yield view
         prompt_tokens = int(turn.input_ids.shape[1])
 

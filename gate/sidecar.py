@@ -35,6 +35,19 @@ def model_signature(engine) -> dict:
             "recall_band": [float(b) for b in fs.recall_band]}
 
 
+def check_signature(saved: dict, signature: dict | None, directory: Path) -> None:
+    """Refuse a checkpoint made for another model or feature layout, naming both."""
+    if signature is None:
+        return
+    diff = sorted(k for k in set(saved) | set(signature) if saved.get(k) != signature.get(k))
+    if diff:
+        raise SidecarMismatch(
+            f"sidecar checkpoint {directory} was trained for model {saved.get('model_id')!r}, but the engine "
+            f"runs {signature.get('model_id')!r}; differing: " +
+            ", ".join(f"{k} ({saved.get(k)!r} vs {signature.get(k)!r})" for k in diff[:4]) +
+            ". Train a sidecar for this model (python -m training.build_dataset, then python -m training.train).")
+
+
 def sidecar_dir(settings: Settings, model_id: str) -> Path:
     base = Path(settings.sidecar_dir).expanduser()
     return (base if base.is_absolute() else ROOT / base) / model_slug(model_id)
@@ -86,14 +99,17 @@ class Sidecar:
     class-balanced training moves the base rate to one half; three parameters fit safely on a few hundred rows.
     """
 
-    defaults = dict(gru_hidden=32, head=32, dropout=0.2, lr=3e-3, weight_decay=1e-2, epochs=60, patience=10,
-                    batch_size=128, seeds=3, hidden_C=(0.0003, 0.001, 0.003, 0.01), clip=6.0)
+    defaults = dict(reads=("hidden", "gru"), gru_hidden=32, head=32, dropout=0.2, lr=3e-3, weight_decay=1e-2,
+                    epochs=60, patience=10, batch_size=128, seeds=3, hidden_C=(0.0003, 0.001, 0.003, 0.01), clip=6.0)
+    READS = ("hidden", "layers", "gru")  # linear read of the residual, linear read of the trajectory, GRU over it
 
     def __init__(self, signature: dict | None = None, **hyperparams):
         unknown = set(hyperparams) - set(self.defaults)
         if unknown:
             raise TypeError(f"unknown sidecar hyperparameters: {sorted(unknown)}")
         self.hp = {**self.defaults, **hyperparams}
+        if not self.hp["reads"] or set(self.hp["reads"]) - set(self.READS):
+            raise ValueError(f"reads must be a non-empty subset of {self.READS}, got {self.hp['reads']}")
         self.signature: dict = dict(signature or {})
         self.state: dict[str, np.ndarray] = {}
         self.nets: list[_DepthNet] = []
@@ -107,17 +123,20 @@ class Sidecar:
         z = (x - self.state[f"{name}_mean"]) / self.state[f"{name}_std"]
         return np.clip(z, -self.hp["clip"], self.hp["clip"])
 
-    def _hidden_matrix(self, feats: Features, fit: bool = False) -> np.ndarray:
-        return self._standardise("hidden", feats.hidden.reshape(len(feats.hidden), -1), fit)
+    def _linear_matrix(self, read: str, feats: Features, fit: bool = False) -> np.ndarray:
+        """The standardised inputs of a linear read: the residual stream, or the per-layer trajectory + globals."""
+        x = (feats.hidden.reshape(len(feats.hidden), -1) if read == "hidden" else
+             np.concatenate([feats.layer.reshape(len(feats.layer), -1), feats.globals], axis=1))
+        return self._standardise(read, x, fit)
 
-    def _fit_hidden_read(self, train: Features, y_tr: np.ndarray, val: Features, y_va: np.ndarray) -> None:
-        h_tr, h_va = self._hidden_matrix(train, fit=True), self._hidden_matrix(val)
+    def _fit_linear_read(self, read: str, train: Features, y_tr: np.ndarray, val: Features, y_va: np.ndarray) -> None:
+        """Class-balanced logistic read, C chosen on validation AUROC (strong regularisation: few positives)."""
+        h_tr, h_va = self._linear_matrix(read, train, fit=True), self._linear_matrix(read, val)
         fits = [LogisticRegression(C=C, class_weight="balanced", max_iter=500).fit(h_tr, y_tr)
                 for C in self.hp["hidden_C"]]
         best = max(fits, key=lambda m: _logit_auroc(y_va, m.decision_function(h_va)))
-        self.state["read_coef"] = best.coef_[0].astype(np.float32)
-        self.state["read_bias"] = best.intercept_.astype(np.float32)
-        self.state["read_C"] = np.array(best.C)
+        self.state[f"{read}_coef"] = best.coef_[0].astype(np.float32)
+        self.state[f"{read}_bias"] = best.intercept_.astype(np.float32)
 
     def _net_inputs(self, feats: Features, fit: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_shapes(feats)
@@ -144,10 +163,14 @@ class Sidecar:
         self.state = {}
         with _one_thread():
             self._check_shapes(train)
-            self._fit_hidden_read(train, y_tr, val, y_va)
-            x_tr, e_tr = self._net_inputs(train, fit=True)
-            x_va, e_va = self._net_inputs(val)
-            self.nets = [self._train_one(x_tr, e_tr, y_tr, x_va, e_va, y_va, seed) for seed in range(self.hp["seeds"])]
+            for read in self.hp["reads"]:
+                if read != "gru":
+                    self._fit_linear_read(read, train, y_tr, val, y_va)
+            if "gru" in self.hp["reads"]:
+                x_tr, e_tr = self._net_inputs(train, fit=True)
+                x_va, e_va = self._net_inputs(val)
+                self.nets = [self._train_one(x_tr, e_tr, y_tr, x_va, e_va, y_va, seed)
+                             for seed in range(self.hp["seeds"])]
             self._calibrate(self._components(val), y_va)
         return self
 
@@ -180,25 +203,29 @@ class Sidecar:
         return net.eval()
 
     def _components(self, feats: Features) -> np.ndarray:
-        """[B, 2]: the hidden-state read's logit and the GRU ensemble's mean logit."""
+        """[B, reads]: each read's logit (the GRU's is its ensemble mean), in `reads` order."""
+        cols = []
         with torch.no_grad(), _one_thread():
-            inputs = self._net_inputs(feats)  # standardised once for the whole ensemble
-            gru = np.mean([net(*inputs).numpy() for net in self.nets], axis=0)
-            read = self._hidden_matrix(feats) @ self.state["read_coef"] + self.state["read_bias"]
-        return np.stack([read, gru], axis=1).astype(np.float32)
+            for read in self.hp["reads"]:
+                if read == "gru":
+                    inputs = self._net_inputs(feats)  # standardised once for the whole ensemble
+                    cols.append(np.mean([net(*inputs).numpy() for net in self.nets], axis=0))
+                else:
+                    cols.append(self._linear_matrix(read, feats) @ self.state[f"{read}_coef"] + self.state[f"{read}_bias"])
+        return np.stack(cols, axis=1).astype(np.float32)
 
     def _calibrate(self, comps: np.ndarray, y: np.ndarray) -> None:
-        """Weights and bias of the two logits by validation NLL (unregularised, no class balancing)."""
+        """Weights and bias of the reads' logits by validation NLL (unregularised, no class balancing)."""
         lr = LogisticRegression(C=1e4, max_iter=1000).fit(comps, y)
         self.state["combine"] = np.append(lr.coef_[0], lr.intercept_).astype(np.float32)
 
     # ---- inference -----------------------------------------------------------------------------------
     def decision_function(self, feats: Features) -> np.ndarray:
         """Calibrated logit of P(knows), shape [B]."""
-        if not self.nets:
+        if "combine" not in self.state:
             raise RuntimeError("sidecar is not fitted")
         w = self.state["combine"]
-        return self._components(feats) @ w[:2] + w[2]
+        return self._components(feats) @ w[:-1] + w[-1]
 
     def predict_proba(self, feats: Features) -> np.ndarray:
         """Calibrated P(knows), shape [B]."""
@@ -215,7 +242,7 @@ class Sidecar:
         np.savez(directory / "weights.npz", **arrays)
         meta = {"format": 1, "hyperparams": self.hp, "signature": self.signature, "nets": len(self.nets),
                 "dims": {"layer_feats": int(self.state["layer_mean"].shape[-1]),
-                         "extra": int(self.state["globals_mean"].shape[-1])}}
+                         "extra": int(self.state["globals_mean"].shape[-1])} if self.nets else {}}
         (directory / "config.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
@@ -224,14 +251,7 @@ class Sidecar:
         directory = Path(directory)
         meta = json.loads((directory / "config.json").read_text())
         saved = meta["signature"]
-        if signature is not None:
-            diff = sorted(k for k in set(saved) | set(signature) if saved.get(k) != signature.get(k))
-            if diff:
-                raise SidecarMismatch(
-                    f"sidecar checkpoint {directory} was trained for model {saved.get('model_id')!r}, but the engine "
-                    f"runs {signature.get('model_id')!r}; differing: " +
-                    ", ".join(f"{k} ({saved.get(k)!r} vs {signature.get(k)!r})" for k in diff[:4]) +
-                    ". Train a sidecar for this model (python -m training.build_dataset, then python -m training.train).")
+        check_signature(saved, signature, directory)
         hp = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["hyperparams"].items()}
         sc = cls(signature=saved, **hp)
         with np.load(directory / "weights.npz", allow_pickle=False) as z:

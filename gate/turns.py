@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Mode = Literal["off", "seed", "gate"]
-Decision = Literal["answer", "hedge", "abstain"]
+Decision = Literal["answer", "hedge", "abstain", "pass"]  # pass: not a knowledge question, generated plainly
 Channel = Literal["reasoning", "content"]
 
 
@@ -26,6 +26,7 @@ class TurnOverrides:
     """Per-call settings; None means "use the config"."""
     mode: Mode | None = None
     bands: tuple[float, float] | None = None
+    factual_threshold: float | None = None
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -43,6 +44,8 @@ class GateView:
     seed_text: str | None          # the seed opened in the thinking channel, if any
     probe_ms: float
     note: str | None = None        # why there is no gate reading in a gated mode (e.g. no sidecar for the model)
+    p_factual: float | None = None  # P(answering needs stored knowledge of facts); None without an applicability head
+    factual_threshold: float = 0.5  # below it the decision is "pass"
 
 
 @dataclass

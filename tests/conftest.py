@@ -30,10 +30,12 @@ class FixedSidecar:
 
 @pytest.fixture(scope="session")
 def make_gate(engine, settings):
-    """Gates on the shared engine: `make_gate(p)` reads P(knows) = p (None: no sidecar); kwargs patch the policy."""
+    """Gates on the shared engine: `make_gate(p)` reads P(knows) = p (None: no sidecar) and, when given,
+    P(factual) = factual (default: no applicability head, so every turn is gated); kwargs patch the policy."""
     from gate.pipeline import Gate
 
-    def make(p: float | None = None, **policy) -> Gate:
+    def make(p: float | None = None, factual: float | None = None, **policy) -> Gate:
         s = settings.model_copy(update={"policy": settings.policy.model_copy(update=policy)})
-        return Gate(s, engine=engine, sidecar=None if p is None else FixedSidecar(p))
+        return Gate(s, engine=engine, sidecar=None if p is None else FixedSidecar(p),
+                    applicability=None if factual is None else FixedSidecar(factual))
     return make

@@ -8,6 +8,7 @@ import torch
 
 from training import build_dataset as bd
 from training.normalize import matches
+from training.chat_sources import context
 from training.sources import Example, red_trivia
 from training.store import load_dataset, load_rows
 
@@ -63,11 +64,11 @@ def test_resume_after_kill(engine, tmp_path, monkeypatch):
     assert all(r["label"] == int(matches(r["prediction"], r["golds"])) for r in rows)
     assert meta["signature"]["model_id"] == engine.loaded.model_id and meta["max_new_tokens"] == 4
 
-    # A chunk whose npz never landed (killed mid-save) is recomputed; nothing else is.
+    # A chunk whose npz never landed (killed mid-save) is rebuilt from the merged dataset's rows: no compute.
     (tmp_path / "build" / "chunk_0001.npz").unlink()
     calls = counting(monkeypatch)
     bd.build(engine, EXAMPLES, tmp_path, **ARGS)
-    assert calls == [2]
+    assert calls == [] and (tmp_path / "build" / "chunk_0001.npz").exists()
     # Different settings never mix with saved chunks.
     with pytest.raises(SystemExit, match="max_new_tokens"):
         bd.build(engine, EXAMPLES, tmp_path, **{**ARGS, "max_new_tokens": 5})
@@ -79,3 +80,18 @@ def test_short_instruction_on_half():
     assert 0.4 < share < 0.6
     ex = Example("x", "red", "general", "Who wrote Hamlet?", ["Shakespeare"])
     assert bd.user_text(ex) in (ex.question, f"{ex.question} {bd.SHORT_INSTRUCTION}")
+
+
+def test_added_sources_compute_only_new_turns_and_chat_turns_are_only_probed(engine, tmp_path, monkeypatch):
+    bd.build(engine, EXAMPLES[:2], tmp_path, **ARGS)
+    chat = context()[:2]   # questions answered by the conversation itself: not knowledge questions
+    calls = counting(monkeypatch)
+    stats = bd.build(engine, chat + EXAMPLES[:2], tmp_path, **ARGS)
+    assert calls == [2] and stats["computed"] == 2          # the knowledge questions are reused by id
+    rows, feats, _ = load_dataset(tmp_path)
+    by = {r["id"]: r for r in rows}
+    for ex in chat:
+        row = by[ex.id]
+        assert row["factual"] is False and row["label"] is None and row["prediction"] == ""
+        assert row["question"] == ex.question and row["history"] == ex.history   # text read back by id
+    assert all(by[ex.id]["factual"] for ex in EXAMPLES[:2]) and np.isfinite(feats.hidden.astype(float)).all()

@@ -97,3 +97,18 @@ def test_concurrent_turns_are_served_one_at_a_time(make_gate):
     with ThreadPoolExecutor(3) as pool:
         together = list(pool.map(lambda q: gate.chat(q, ov).content, questions))
     assert together == [gate.chat(q, ov).content for q in questions]
+
+
+def test_a_turn_that_passes_is_generated_plainly(make_gate):
+    """Below the applicability threshold: decision `pass`, no seed, no abstention even in gate mode, and the reply
+    is exactly the `off` baseline's (greedy)."""
+    greeting = [{"role": "user", "content": "Hi! How are you today?"}]
+    ov = TurnOverrides(max_tokens=10)
+    base = make_gate(mode="off").chat(greeting, ov)
+    passed = make_gate(0.05, factual=0.1, mode="gate").chat(greeting, ov)
+    assert passed.gate.decision == "pass" and passed.gate.seed_text is None and passed.gate.p_factual == 0.1
+    assert passed.finish_reason != "abstain" and passed.content == base.content
+    gated = make_gate(0.05, factual=0.9, mode="gate").chat(greeting, ov)
+    assert gated.gate.decision == "abstain" and gated.finish_reason == "abstain"
+    per_call = make_gate(0.05, factual=0.9, mode="gate").chat(greeting, TurnOverrides(max_tokens=10, factual_threshold=0.95))
+    assert per_call.gate.decision == "pass" and per_call.gate.factual_threshold == 0.95

@@ -3,7 +3,7 @@ import pytest
 from pydantic import ValidationError
 
 from gate.config import Bands, Seeds, load_settings, ConfigError
-from gate.policy import decide, resolve_bands, seed_text
+from gate.policy import decide, resolve_bands, resolve_threshold, seed_text
 from gate.turns import TurnError
 
 
@@ -59,3 +59,21 @@ def test_seed_texts_state_percent_and_come_from_config():
 def test_seed_with_unknown_placeholder_rejected():
     with pytest.raises(ValidationError, match="seeds.hedge"):
         Seeds(hedge="unsure {percent}")
+
+
+@pytest.mark.parametrize("p_factual, expected", [(0.0, "pass"), (0.49, "pass"), (0.5, "abstain"), (None, "abstain")])
+def test_turns_that_are_not_knowledge_questions_pass(p_factual, expected):
+    """Below the applicability threshold the decision is `pass` whatever P(knows) says; without a head, no pass."""
+    assert decide(0.1, Bands(), p_factual, 0.5) == expected
+
+
+def test_pass_gets_no_seed():
+    assert seed_text(Seeds(), "pass", 0.9) is None
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, True, "0.5"])
+def test_threshold_override_must_be_a_probability(bad):
+    with pytest.raises(TurnError) as err:
+        resolve_threshold(0.5, bad)
+    assert err.value.param == "factual_threshold"
+    assert resolve_threshold(0.5, None) == 0.5 and resolve_threshold(0.5, 0.2) == 0.2

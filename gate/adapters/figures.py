@@ -14,7 +14,7 @@ from gate.engine.features import LAYER_FEATURES
 from gate.turns import Decision
 
 # One colour per decision, shared by the gauge zones, the verdict badge and the head-to-head marks.
-DECISION_COLORS: dict[str, str] = {"abstain": "#e45756", "hedge": "#f2b447", "answer": "#54a24b"}
+DECISION_COLORS: dict[str, str] = {"abstain": "#e45756", "hedge": "#f2b447", "answer": "#54a24b", "pass": "#6c7a89"}
 _BAND_FILL = "rgba(99, 110, 250, 0.12)"
 _HEIGHT = 320
 
@@ -118,11 +118,15 @@ def forming_rows(lens: Sequence[Sequence[tuple[str, float]]], band: slice) -> li
 
 
 def verdict_html(p_knows: float | None, decision: Decision | None, extra: Sequence[str] = (),
-                 note: str | None = None) -> str:
-    """A coloured badge with the probability and decision, in plain text the browser test can read."""
+                 note: str | None = None, p_factual: float | None = None, factual_threshold: float = 0.5) -> str:
+    """A coloured badge with the probabilities and decision, in plain text the browser test can read."""
+    factual = "" if p_factual is None else f"P(factual) = <b>{p_factual:.1%}</b> · "
     if p_knows is None or decision is None:
-        return f"<div><b>no verdict</b>: {html.escape(note or 'no P(knows) in mode off')}</div>"
+        return f"<div>{factual}<b>no verdict</b>: {html.escape(note or 'no P(knows) in mode off')}</div>"
     color = DECISION_COLORS[decision]
     tail = "".join(f" · {html.escape(e)}" for e in extra)
+    head = (f"{factual}below {factual_threshold:.0%}: not a knowledge question → <b>pass</b> (no seed) · "
+            f"P(knows) = {p_knows:.1%}" if decision == "pass" else
+            f"{factual}P(knows) = <b>{p_knows:.1%}</b> → <b>{decision}</b>")
     return (f"<div style='padding:8px 12px;border-radius:8px;background:{color};color:#fff;"
-            f"font-size:1.2em'>P(knows) = <b>{p_knows:.1%}</b> → <b>{decision}</b>{tail}</div>")
+            f"font-size:1.2em'>{head}{tail}</div>")

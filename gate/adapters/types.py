@@ -65,6 +65,7 @@ class GateOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mode: Mode | None = None
     bands: tuple[float, float] | None = None
+    factual_threshold: float | None = Field(None, ge=0.0, le=1.0, description="P(factual) below this passes")
 
     @field_validator("bands")
     @classmethod
@@ -111,7 +112,7 @@ class ChatCompletionRequest(_Lenient):
         return [stop] if isinstance(stop, str) else stop or []
 
     def overrides(self) -> TurnOverrides:
-        return TurnOverrides(mode=self.gate.mode, bands=self.gate.bands,
+        return TurnOverrides(mode=self.gate.mode, bands=self.gate.bands, factual_threshold=self.gate.factual_threshold,
                              max_tokens=self.max_completion_tokens or self.max_tokens,
                              temperature=self.temperature, top_p=self.top_p, seed=self.seed, stop=self.stop)
 
@@ -128,9 +129,11 @@ class ChatCompletionRequest(_Lenient):
 class GateInfo(BaseModel):
     """The gate's view of this turn; timings that are not known yet (first stream chunk) are null."""
     p_knows: float | None
+    p_factual: float | None = None
     decision: Decision | None
     mode: Mode
     bands: tuple[float, float]
+    factual_threshold: float = 0.5
     seed: str | None
     abstained: bool = False
     probe_ms: float
@@ -140,8 +143,9 @@ class GateInfo(BaseModel):
 
     @classmethod
     def of(cls, view: GateView, result: TurnResult | None = None) -> "GateInfo":
-        info = cls(p_knows=view.p_knows, decision=view.decision, mode=view.mode, bands=view.bands,
-                   seed=view.seed_text, probe_ms=view.probe_ms, note=view.note)
+        info = cls(p_knows=view.p_knows, p_factual=view.p_factual, decision=view.decision, mode=view.mode,
+                   bands=view.bands, factual_threshold=view.factual_threshold, seed=view.seed_text,
+                   probe_ms=view.probe_ms, note=view.note)
         if result is not None:
             info.abstained = result.finish_reason == "abstain"
             info.first_token_ms, info.total_ms = result.first_token_ms, result.total_ms

@@ -86,7 +86,7 @@ def _probe_outputs(settings: Settings, gate: Gate, question: str, low: float, hi
     facts = [f"{report.prompt_tokens} prompt tokens", f"probe {view.probe_ms:.0f} ms"]
     return (
         figures.gauge(view.p_knows, view.bands, view.decision),
-        figures.verdict_html(view.p_knows, view.decision, facts, view.note),
+        figures.verdict_html(view.p_knows, view.decision, facts, view.note, view.p_factual, view.factual_threshold),
         figures.signal_a(layer, band),
         figures.signal_b(layer, band),
         figures.forming_rows(report.lens, band),
@@ -153,8 +153,9 @@ def _head_to_head(gate: Gate, question: str, low: float, high: float, budget: in
             for event in events:
                 if isinstance(event, GateView) and side == "seeded":
                     state["verdict"] = figures.verdict_html(event.p_knows, event.decision, [f"mode {event.mode}"],
-                                                            event.note)
-                    state["seed"] = event.seed_text or f"(no seed: {event.note or 'no P(knows)'})"
+                                                            event.note, event.p_factual, event.factual_threshold)
+                    why = "not a knowledge question, passed" if event.decision == "pass" else event.note or "no P(knows)"
+                    state["seed"] = event.seed_text or f"(no seed: {why})"
                 elif isinstance(event, Delta):
                     state[f"{side}_{'thought' if event.channel == 'reasoning' else 'answer'}"] += event.text
                 elif isinstance(event, TurnResult):

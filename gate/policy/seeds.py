@@ -5,6 +5,6 @@ from gate.config import Seeds
 from gate.turns import Decision
 
 
-def seed_text(seeds: Seeds, decision: Decision, p: float) -> str:
-    """The configured text for `decision` with P(knows) as a whole percent."""
-    return getattr(seeds, decision).format(pct=round(100 * p))
+def seed_text(seeds: Seeds, decision: Decision, p: float) -> str | None:
+    """The configured text for `decision` with P(knows) as a whole percent; a turn that passes gets none."""
+    return None if decision == "pass" else getattr(seeds, decision).format(pct=round(100 * p))

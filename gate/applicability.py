@@ -1,0 +1,91 @@
+"""Applicability: does answering this turn depend on the model's stored knowledge of facts?
+
+P(knows) means something only for a factual question answered from memory. Greetings, writing tasks, code,
+maths, transforming given text, questions answered by the conversation itself, advice and instructions must
+pass the gate untouched. This estimator reads the features the probe already computed (no second forward):
+the residual stream at the final prompt position, where the model has read the whole conversation, plus the
+global lens scalars. A standardised, L2-regularised logistic regression (C chosen on validation AUROC), Platt-
+calibrated on validation: P(factual) for a turn costs one dot product.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
+
+from gate.engine.features import Features
+from gate.sidecar import check_signature, model_signature, sidecar_dir
+
+FILE = "applicability.npz"
+
+
+class Applicability:
+    """fit / predict_proba / save / load, like the sidecar; P(the turn is a knowledge question)."""
+
+    defaults = dict(C=(0.001, 0.003, 0.01, 0.03, 0.1), clip=6.0)
+
+    def __init__(self, signature: dict | None = None, **hyperparams):
+        self.hp = {**self.defaults, **hyperparams}
+        self.signature: dict = dict(signature or {})
+        self.state: dict[str, np.ndarray] = {}
+
+    def _matrix(self, feats: Features, fit: bool = False) -> np.ndarray:
+        x = np.concatenate([feats.hidden.reshape(len(feats.hidden), -1), feats.globals], axis=1)
+        x = np.nan_to_num(x.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        if fit:
+            self.state["mean"], self.state["std"] = x.mean(0), x.std(0) + 1e-4
+        return np.clip((x - self.state["mean"]) / self.state["std"], -self.hp["clip"], self.hp["clip"])
+
+    def fit(self, train: Features, y_train: np.ndarray, val: Features, y_val: np.ndarray) -> "Applicability":
+        """Fit on `train` (y = 1 for knowledge questions); choose C and calibrate on `val`."""
+        y_tr, y_va = np.asarray(y_train, int), np.asarray(y_val, int)
+        with threadpool_limits(1):
+            x_tr, x_va = self._matrix(train, fit=True), self._matrix(val)
+            fits = [LogisticRegression(C=C, class_weight="balanced", max_iter=2000).fit(x_tr, y_tr)
+                    for C in self.hp["C"]]
+            best = max(fits, key=lambda m: roc_auc_score(y_va, m.decision_function(x_va)))
+            self.state.update(coef=best.coef_[0].astype(np.float32), bias=best.intercept_.astype(np.float32),
+                              C=np.array(best.C))
+            platt = LogisticRegression(C=1e4, max_iter=1000).fit(self.decision_function(val)[:, None], y_va)
+            self.state["platt"] = np.array([platt.coef_[0, 0], platt.intercept_[0]], dtype=np.float32)
+        return self
+
+    def decision_function(self, feats: Features) -> np.ndarray:
+        """Uncalibrated logit, shape [B]."""
+        return self._matrix(feats) @ self.state["coef"] + self.state["bias"]
+
+    def predict_proba(self, feats: Features) -> np.ndarray:
+        """Calibrated P(factual), shape [B]."""
+        a, b = self.state["platt"]
+        return 1.0 / (1.0 + np.exp(-(a * self.decision_function(feats).astype(np.float64) + b)))
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        np.savez(directory / FILE, **self.state)
+        (directory / "applicability.json").write_text(json.dumps({"hyperparams": self.hp, "signature": self.signature},
+                                                                 indent=1))
+
+    @classmethod
+    def load(cls, directory: str | Path, signature: dict | None = None) -> "Applicability":
+        """Load; refuse (SidecarMismatch) if trained for another model or feature layout."""
+        directory = Path(directory)
+        meta = json.loads((directory / "applicability.json").read_text())
+        check_signature(meta["signature"], signature, directory)
+        hp = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["hyperparams"].items()}
+        out = cls(meta["signature"], **hp)
+        with np.load(directory / FILE, allow_pickle=False) as z:
+            out.state = {k: z[k] for k in z.files}
+        return out
+
+
+def load_for(engine) -> Applicability | None:
+    """The trained applicability head for this engine's model (next to its sidecar); None if there is none."""
+    directory = sidecar_dir(engine.settings, engine.loaded.model_id)
+    if not (directory / FILE).exists():
+        return None
+    return Applicability.load(directory, model_signature(engine))

@@ -1,0 +1,41 @@
+"""Chat turns that are not knowledge questions and conversational variants of knowledge questions, read from the
+installed packages; every shipped id gets its text back."""
+from __future__ import annotations
+
+import pytest
+
+from training.chat_sources import CHAT_LOADERS
+from training.sources import by_id, load_examples
+from training.variants import VARIANTS
+
+
+@pytest.mark.parametrize("name", sorted(CHAT_LOADERS))
+def test_chat_sources_are_turns_without_golds(name):
+    turns = load_examples({name: None})
+    assert len(turns) >= 15, name
+    for t in turns[:50]:
+        assert not t.factual and t.golds == [] and t.question.strip() and t.source == name
+        assert all(m["role"] in ("user", "assistant") and isinstance(m["content"], str) for m in t.history)
+        assert t.messages()[-1] == {"role": "user", "content": t.question}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_variants_keep_source_golds_and_come_back_by_id(variant):
+    turns = load_examples({f"red~{variant}": 40}, seed=1)
+    assert turns and all(t.source == "red" and t.factual and t.golds and t.id.endswith(f"~{variant}") for t in turns)
+    if variant != "conv":
+        assert all(len(t.history) == 2 and t.history[1]["role"] == "assistant" for t in turns)
+    rows = [{"id": t.id, "source": t.source} for t in turns]
+    back = by_id(rows)
+    assert all(back[t.id].question == t.question and back[t.id].history == t.history for t in turns)
+
+
+def test_new_knowledge_sources_load():
+    for name in ("fanoutqa", "freshqa", "cbtrivia", "redfandom"):
+        turns = load_examples({name: 30})
+        assert len(turns) == 30 and all(t.factual and t.golds and t.source == name for t in turns)
+
+
+def test_unknown_source_is_named():
+    with pytest.raises(ValueError, match="unknown source 'nope'"):
+        load_examples({"nope": None})

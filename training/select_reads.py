@@ -1,0 +1,77 @@
+"""Choose the sidecar's reads by OUT-OF-DISTRIBUTION results: leave-one-source-out AUROC / ECE for each candidate
+set of reads (linear read of the residual stream, linear read of the lens / MLP-write trajectory, GRU over it),
+never the random test split. Writes selection.json / selection.md next to the dataset; the chosen reads go into
+`Sidecar.defaults["reads"]`.
+
+    python -m training.select_reads                      # every candidate, every held-out source
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from gate.config import load_settings
+from gate.engine.loading import model_slug
+from training.baselines import Part, SidecarMethod
+from training.metrics import auroc, ece
+from training.splits import stratified, strata_of
+from training.store import data_dir, is_factual, load_dataset
+
+CANDIDATES = (("hidden", "gru"), ("hidden",), ("layers",), ("gru",), ("layers", "gru"), ("hidden", "layers"),
+              ("hidden", "layers", "gru"))
+
+
+def loso_scores(data: Part, reads: tuple[str, ...], signature: dict, min_positives: int, seed: int = 0) -> dict:
+    """AUROC and ECE on each held-out knowledge source of a sidecar with these reads, trained on the others."""
+    sources = np.array([r["source"] for r in data.rows])
+    strata = strata_of(data.rows, data.y)
+    out = {}
+    for src in sorted(set(sources)):
+        test, rest = np.flatnonzero(sources == src), np.flatnonzero(sources != src)
+        if data.y[test].sum() < min_positives:
+            continue
+        tr, va = stratified(rest, strata, 0.15, seed)
+        m = SidecarMethod(signature=signature, reads=reads).fit(data.take(tr), data.take(va))
+        p = m.proba(data.take(test))
+        out[src] = {"n": int(len(test)), "positives": int(data.y[test].sum()), "auroc": auroc(data.y[test], p),
+                    "ece": ece(data.y[test], p)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m training.select_reads", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="gate.yaml (its model.id picks the folder)")
+    ap.add_argument("--data", type=Path, help="dataset folder (default: data/<model-slug>)")
+    ap.add_argument("--min-positives", type=int, default=10, help="held-out sources need this many known answers")
+    args = ap.parse_args(argv)
+    directory = args.data or data_dir(model_slug(load_settings(args.config).model.id))
+    rows, feats, meta = load_dataset(directory)
+    keep = np.array([is_factual(r) for r in rows])
+    data = Part([r for r, k in zip(rows, keep) if k], feats[keep], np.array([r["label"] for r, k in zip(rows, keep) if k]))
+    result = {}
+    with threadpool_limits(1):
+        for reads in CANDIDATES:
+            res = loso_scores(data, reads, meta["signature"], args.min_positives)
+            result["+".join(reads)] = {"by_source": res, "mean_auroc": float(np.mean([v["auroc"] for v in res.values()])),
+                                       "mean_ece": float(np.mean([v["ece"] for v in res.values()]))}
+            print(f"{'+'.join(reads):20s} mean AUROC {result['+'.join(reads)]['mean_auroc']:.3f}  " +
+                  "  ".join(f"{s} {v['auroc']:.3f}/{v['ece']:.3f}" for s, v in res.items()), flush=True)
+    sources = list(next(iter(result.values()))["by_source"])
+    lines = ["| reads | mean held-out AUROC | mean ECE | " + " | ".join(f"{s} AUROC / ECE" for s in sources) + " |",
+             "|---|---|---|" + "---|" * len(sources)]
+    for name, r in sorted(result.items(), key=lambda kv: -kv[1]["mean_auroc"]):
+        lines.append(f"| {name} | {r['mean_auroc']:.3f} | {r['mean_ece']:.3f} | " + " | ".join(
+            f"{r['by_source'][s]['auroc']:.3f} / {r['by_source'][s]['ece']:.3f}" for s in sources) + " |")
+    (directory / "selection.json").write_text(json.dumps(result, indent=1))
+    (directory / "selection.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return result
+
+
+if __name__ == "__main__":
+    main()

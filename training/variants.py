@@ -1,0 +1,84 @@
+"""Knowledge questions as chat clients send them: conversational phrasings and questions asked inside a
+conversation. A variant keeps its base question's source, category and golds (so leave-one-source-out holds
+it out with its base), and its id is `<base id>~<variant>` (so shipped rows get their text back by id).
+
+- `conv`: a conversational wrapper around the question (templated).
+- `chat`: the question after a real small-talk exchange (chatterbot greetings).
+- `prev`: the question after another question of the same category and its gold answer.
+- `and`: a capitals follow-up, "And <place>?", after a question about another capital.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Callable
+
+import yaml
+
+from training.sources import Example, package_dir
+
+_WRAPPERS = ("Quick question: {q}", "Hey, do you know this? {q}", "I was wondering... {q}", "Can you tell me: {q}",
+             "My friend and I are arguing about this. {q}", "Trivia time! {q}", "Hi! {q}", "Do you happen to know? {q}",
+             "Settle a bet for me: {q}", "Random question, {q}")
+_CAPITAL = re.compile(r"^What is the capital (?:city )?of (?P<place>[^?]+)\?$", re.I)
+
+
+def _h(key: str, n: int) -> int:
+    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:4], "big") % n
+
+
+def _with(ex: Example, variant: str, question: str, history: list[dict] | None = None) -> Example:
+    return Example(f"{ex.id}~{variant}", ex.source, ex.category, question, ex.golds, history or [], True)
+
+
+def conv(ex: Example, pool: list[Example]) -> Example | None:
+    return _with(ex, "conv", _WRAPPERS[_h(ex.id, len(_WRAPPERS))].format(q=ex.question))
+
+
+def chat(ex: Example, pool: list[Example]) -> Example | None:
+    openers = _greetings()
+    user, reply = openers[_h(ex.id, len(openers))]
+    return _with(ex, "chat", ex.question, [{"role": "user", "content": user}, {"role": "assistant", "content": reply}])
+
+
+def prev(ex: Example, pool: list[Example]) -> Example | None:
+    same = [o for o in pool if o.category == ex.category and o.id != ex.id]
+    if not same:
+        return None
+    other = same[_h(ex.id, len(same))]
+    return _with(ex, "prev", ex.question, [{"role": "user", "content": other.question},
+                                           {"role": "assistant", "content": f"{other.golds[0]}."}])
+
+
+def and_(ex: Example, pool: list[Example]) -> Example | None:
+    match = _CAPITAL.match(ex.question)
+    others = [o for o in pool if o.category == ex.category and o.id != ex.id and _CAPITAL.match(o.question)]
+    if not match or not others:
+        return None
+    other = others[_h(ex.id, len(others))]
+    return _with(ex, "and", f"And {match['place']}?", [{"role": "user", "content": other.question},
+                                                        {"role": "assistant", "content": f"{other.golds[0]}."}])
+
+
+_GREETINGS: list[tuple[str, str]] = []
+
+
+def _greetings() -> list[tuple[str, str]]:
+    """(user, bot) opening exchanges from chatterbot's greetings/conversation scripts, loaded once."""
+    if not _GREETINGS:
+        base = package_dir("chatterbot_corpus", "chatterbot-corpus==1.3.3") / "data" / "english"
+        for name in ("greetings", "conversations"):
+            for conv_ in yaml.safe_load((base / f"{name}.yml").read_text("utf-8"))["conversations"]:
+                if isinstance(conv_, list) and len(conv_) >= 2:
+                    _GREETINGS.append((str(conv_[0]), str(conv_[1])))
+    return _GREETINGS
+
+
+VARIANTS: dict[str, Callable[[Example, list[Example]], Example | None]] = {
+    "conv": conv, "chat": chat, "prev": prev, "and": and_}
+
+
+def expand(base: list[Example], variant: str) -> list[Example]:
+    """The variant of every base example that has one (some need a partner question of the same category)."""
+    make = VARIANTS[variant]
+    return [v for v in (make(ex, base) for ex in base) if v is not None]
