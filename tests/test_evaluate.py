@@ -22,7 +22,7 @@ def test_evaluate_from_shipped_features(tmp_path, monkeypatch):
     monkeypatch.setattr(loading.AutoModelForCausalLM, "from_pretrained", no_model)
     rows = load_rows(SHIPPED / "examples.jsonl")
     rows = [r for r in rows if r.get("factual", True)]   # P(knows) is evaluated on knowledge questions
-    metrics = evaluate.main(["--out", str(tmp_path), "--fast", "--limit", "1500", "--cv-folds", "0",
+    metrics = evaluate.main(["--out", str(tmp_path), "--fast", "--limit", "1500", "--cv-folds", "0", "--no-applicability",
                              "--bootstrap", "20", "--min-each", "5"])
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["splits"].keys() == metrics["splits"].keys() == {"random", "cross_domain", "loso"}

@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 from gate.config import load_settings
 from gate.engine.loading import model_slug
 from gate.sidecar import Sidecar, SidecarMismatch, sidecar_dir
+from training import evaluate_applicability
 from training.baselines import BASELINES, Method, Part, SidecarMethod
 from training.metrics import auroc, bootstrap_auroc, ece, risk_coverage, within_category_auroc
 from training.store import data_dir, is_factual, load_dataset
@@ -204,6 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--bootstrap", type=int, default=300, help="bootstrap resamples (default: %(default)s)")
     ap.add_argument("--min-each", type=int, default=15,
                     help="within-category AUROC uses categories with at least this many of each label")
+    ap.add_argument("--no-applicability", dest="applicability", action="store_false",
+                    help="skip the applicability evaluation (training/evaluate_applicability.py)")
     ap.add_argument("--no-loso", dest="loso", action="store_false",
                     help="skip the leave-one-source-out evaluation (one training run per knowledge source)")
     ap.add_argument("--fast", action="store_true", help="tiny sidecar training (smoke tests only)")
@@ -289,6 +292,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     (out / "metrics.md").write_text(md)
     print(md)
     print(f"recommended bands: low={bands['low']:.3f} high={bands['high']:.3f} ({bands['rule']})")
+    if args.applicability:
+        print(evaluate_applicability.table(evaluate_applicability.evaluate(directory, out, args.limit)))
     return metrics
 
 

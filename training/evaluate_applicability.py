@@ -27,6 +27,9 @@ from training.metrics import auroc, ece
 from training.store import data_dir, is_factual, load_dataset
 
 THRESHOLD = 0.5
+# Sources whose text may be quoted in shipped files (BSD / MIT / Apache-2.0 or written here); others by id only.
+QUOTABLE = {"chatterbot", "cbtrivia", "humaneval", "codeio", "gsm", "arithmetic", "transform", "reading", "context",
+            "instructions", "followup", "simpleqa"}
 
 
 class TextBaseline:
@@ -83,6 +86,18 @@ def summarise(rows: list[dict], y: np.ndarray, p: np.ndarray, threshold: float) 
             "auroc": auroc(y, p), "ece": ece(y, p)}
 
 
+def failures(rows: list[dict], y: np.ndarray, p: np.ndarray, threshold: float, n: int = 8) -> dict:
+    """The held-out turns the head misjudged most confidently: non-knowledge turns it gated, questions it passed."""
+    def show(i: int) -> dict:
+        r = rows[i]
+        text = r["question"] if r["source"] in QUOTABLE else f"(text not quoted: {r['source']} licence)"
+        return {"id": r["id"], "source": r["source"], "kind": r["category"], "p_factual": round(float(p[i]), 3),
+                "turns": len(r.get("history") or []) // 2 + 1, "text": text[:160]}
+    gated = [i for i in np.argsort(-p) if y[i] == 0 and p[i] >= threshold][:n]
+    passed = [i for i in np.argsort(p) if y[i] == 1 and p[i] < threshold][:n]
+    return {"gated_but_not_knowledge": [show(i) for i in gated], "passed_but_knowledge": [show(i) for i in passed]}
+
+
 def table(result: dict) -> str:
     lines = ["| held-out source | kind(s) | n | applicability | text TF-IDF (no internals) |", "|---|---|---|---|---|"]
     gate, text = result["methods"]["applicability"], result["methods"]["text_tfidf"]
@@ -93,6 +108,12 @@ def table(result: dict) -> str:
     for name, m in (("applicability", gate), ("text_tfidf", text)):
         lines.append(f"| **all, {name}** | {m['kinds']} kinds | {m['n_chat']} + {m['n_factual']} | passed "
                      f"{m['passed']:.1%} · gated {m['gated']:.1%} · AUROC {m['auroc']:.3f} · ECE {m['ece']:.3f} | |")
+    for title, key in (("Not knowledge questions, gated anyway", "gated_but_not_knowledge"),
+                       ("Knowledge questions that passed", "passed_but_knowledge")):
+        lines += ["", f"**Failure cases — {title}** (most confident first):", "",
+                  "| source | kind | turns | P(factual) | text |", "|---|---|---|---|---|"]
+        lines += [f"| {f['source']} | {f['kind']} | {f['turns']} | {f['p_factual']:.3f} | "
+                  f"{f['text'].replace('|', '/').replace(chr(10), ' ')} |" for f in result["failures"][key]]
     return "\n".join(lines) + "\n"
 
 
@@ -104,7 +125,8 @@ def evaluate(directory: Path, out: Path, limit: int | None = None, threshold: fl
     with threadpool_limits(1):
         preds = held_out_predictions(rows, feats, y, meta["signature"])
     result = {"protocol": "leave-one-source-out: each source's turns scored by a head trained on the others",
-              "methods": {m: summarise(rows, y, p, threshold) for m, p in preds.items()}}
+              "methods": {m: summarise(rows, y, p, threshold) for m, p in preds.items()},
+              "failures": failures(rows, y, preds["applicability"], threshold)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "applicability.json").write_text(json.dumps(result, indent=1))
     (out / "applicability.md").write_text(table(result))

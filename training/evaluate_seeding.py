@@ -25,11 +25,11 @@ from tqdm import tqdm
 
 from gate.config import load_settings
 from gate.engine.loading import model_slug
-from training.build_dataset import user_text
+from training.build_dataset import messages_of
 from training.normalize import matches
 from training.sources import Example
 from training.splits import load_splits
-from training.store import SOURCE_TEXT, data_dir, load_examples, load_features, load_rows, save_rows
+from training.store import SOURCE_TEXT, data_dir, is_factual, load_examples, load_features, load_rows, save_rows
 
 ABSTAINS = re.compile(r"\b(i (do not|don't|dont) know|i'm not able to answer|i am not able to answer|i cannot answer|"
                       r"i can't answer|no idea|i'm not aware|i am not aware|i won't guess|i will not guess|"
@@ -54,7 +54,8 @@ def score(reply: str, golds: list[str], abstention: str) -> str:
 def held_out(directory: Path, split: str, limit: int | None) -> list[dict]:
     """The test part of a split the sidecar was not trained on (splits.json, made by training.train)."""
     rows = load_examples(directory / "examples.jsonl")  # question and golds read back from the source packages
-    return [rows[i] for i in load_splits(directory / "splits.json", rows)[split]["test"][:limit]]
+    test = [rows[i] for i in load_splits(directory / "splits.json", rows)[split]["test"]]
+    return [r for r in test if is_factual(r)][:limit]   # knowledge questions: the ones with golds
 
 
 def metrics(outcomes: list[str], confident: list[bool], base_correct: list[bool], rng: np.random.Generator) -> dict:
@@ -87,8 +88,8 @@ def evaluate(gate, rows: list[dict], max_tokens: int, log: Path) -> list[dict]:
     with log.open("a", encoding="utf-8") as sink:
         for row in tqdm(rows, unit="q", desc="seeding"):
             if row["id"] not in done:
-                example = Example(**{k: row[k] for k in Example.__annotations__})
-                messages = [{"role": "user", "content": user_text(example)}]
+                example = Example(**{k: row[k] for k in Example.__annotations__ if k in row})
+                messages = messages_of(example)
                 off = gate.chat(messages, TurnOverrides(mode="off", max_tokens=max_tokens))
                 seed = gate.chat(messages, TurnOverrides(mode="seed", max_tokens=max_tokens))
                 gated = gate.settings.policy.abstention if seed.gate.decision == "abstain" else seed.content

@@ -13,7 +13,7 @@ from pathlib import Path
 
 Scalar = int | float | str | bool | None
 _NAME_KEYS = ("name", "split", "source", "model", "method")
-_TABLES = ("metrics.json", "seeding.json")   # sidecar/baseline metrics; baseline-vs-seeded generation
+_TABLES = ("metrics.json", "applicability.json", "seeding.json")  # P(knows) and P(factual) metrics; seeded generation
 _SHORT_LIST = 4   # longer lists of numbers are curves, drawn by the shipped figures
 
 
