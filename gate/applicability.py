@@ -5,7 +5,7 @@ maths, transforming given text, questions answered by the conversation itself, a
 pass the gate untouched. This estimator reads the features the probe already computed (no second forward):
 the residual stream at the final prompt position, where the model has read the whole conversation, plus the
 global lens scalars. A standardised, L2-regularised logistic regression (C chosen on validation AUROC), Platt-
-calibrated on validation: P(factual) for a turn costs one dot product.
+calibrated on validation for an even prior of knowledge and other turns: P(factual) costs one dot product.
 """
 from __future__ import annotations
 
@@ -50,7 +50,10 @@ class Applicability:
             best = max(fits, key=lambda m: roc_auc_score(y_va, m.decision_function(x_va)))
             self.state.update(coef=best.coef_[0].astype(np.float32), bias=best.intercept_.astype(np.float32),
                               C=np.array(best.C))
-            platt = LogisticRegression(C=1e4, max_iter=1000).fit(self.decision_function(val)[:, None], y_va)
+            # Balanced: the share of knowledge questions in the training mix says nothing about a user's traffic,
+            # so P(factual) is calibrated for an even prior and 0.5 weighs both mistakes alike.
+            platt = LogisticRegression(C=1e4, max_iter=1000, class_weight="balanced").fit(
+                self.decision_function(val)[:, None], y_va)
             self.state["platt"] = np.array([platt.coef_[0, 0], platt.intercept_[0]], dtype=np.float32)
         return self
 

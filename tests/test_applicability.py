@@ -17,11 +17,12 @@ def fitted():
     return Applicability(SIG).fit(tr, ytr, va, yva), te, yte
 
 
-def test_learns_and_is_calibrated(fitted):
+def test_learns_and_is_calibrated_for_an_even_prior(fitted):
     head, te, yte = fitted
     p = head.predict_proba(te)
     assert p.shape == (len(yte),) and roc_auc_score(yte, p) > 0.75  # it reads hidden + globals, not layers
-    assert abs(p.mean() - yte.mean()) < 0.1
+    # Calibrated as if both kinds were equally common: the mean P over each class's half sits around 0.5.
+    assert abs(0.5 * (p[yte == 1].mean() + p[yte == 0].mean()) - 0.5) < 0.1
 
 
 def test_round_trip_and_refusal(fitted, tmp_path):
@@ -32,10 +33,19 @@ def test_round_trip_and_refusal(fitted, tmp_path):
         Applicability.load(tmp_path, {**SIG, "model_id": "toy/model-b"})
 
 
+def _user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+CODE = [*_user("Write a Python function that adds two numbers."),
+        {"role": "assistant", "content": "def add(a, b):\n    return a + b"}, *_user("Now make it multiply.")]
+CAPITALS = [*_user("What is the capital of France?"), {"role": "assistant", "content": "Paris."}, *_user("And Germany?")]
 TURNS = {
-    False: ["Hi! How are you today?", "Write a haiku about autumn.", "Write a Python function that reverses a string.",
-            "Translate to French: I like to read books.", "My name is Priya and I live in Leeds. Where do I live?"],
-    True: ["What is the capital of Australia?", "Who wrote the novel Moby-Dick?", "Which element has the symbol Fe?"],
+    False: [_user("Hi! How are you today?"), _user("Write a haiku about autumn."),
+            _user("Write a Python function that reverses a string."), _user("Translate to French: I like to read books."),
+            _user("My name is Priya and I live in Leeds. Where do I live?"), CODE],
+    True: [_user("What is the capital of Australia?"), _user("Who wrote the novel Moby-Dick?"),
+           _user("Which element has the symbol Fe?"), CAPITALS],
 }
 
 
@@ -43,7 +53,8 @@ def test_shipped_head_on_the_real_model(engine):
     if not (sidecar_dir(engine.settings, engine.loaded.model_id) / "applicability.npz").exists():
         pytest.skip("no applicability head shipped for the default model")
     head = load_for(engine)
-    for factual, texts in TURNS.items():
-        probe = engine.probe([engine.prompt([{"role": "user", "content": t}]) for t in texts])
+    for factual, conversations in TURNS.items():   # the whole conversation is read; the latest turn decides
+        probe = engine.probe([engine.prompt(c) for c in conversations])
         p = head.predict_proba(probe.features)
-        assert ((p >= 0.5) == factual).all(), (factual, dict(zip(texts, p.round(3))))
+        assert ((p >= 0.5) == factual).all(), (factual, [(c[-1]["content"], round(float(q), 3))
+                                                         for c, q in zip(conversations, p)])

@@ -99,6 +99,12 @@ def test_probe_then_head_to_head(page, external, gate, settings, tmp_path):
     depths = forming_depths(gate.engine.arch.num_layers, band)
     assert page.locator("#probe-forming [role=row]").count() == 1 + len(depths)  # header + one row per depth
     page.screenshot(path=tmp_path / "probe.png", full_page=True)
+    if gate.applicability is not None:  # a greeting is not a knowledge question: the Probe tab says it passes
+        page.locator("#question textarea").fill("Hi! How are you today?")
+        page.locator("#probe-button").click()
+        _wait_done(page, "document.querySelector('#probe-verdict').innerText.includes('pass')")
+        assert "P(factual) = " in page.locator("#probe-verdict").inner_text()
+        page.locator("#question textarea").fill(_QUESTION)
 
     page.get_by_role("tab", name="Head to head").click()
     budget = page.locator("#h2h-budget input[type=number]")

@@ -5,7 +5,8 @@ applicability head is trained on all other sources and applied to the held-out o
 
 Reported per held-out source and pooled: the share of non-knowledge turns that get `pass` and of knowledge
 questions that are gated (P(factual) >= threshold), AUROC and ECE of the pooled out-of-source P(factual), next to
-a baseline that reads no internals (TF-IDF of the latest user message). Writes applicability.json / .md.
+a baseline that reads no internals (TF-IDF of the latest user message). P(factual) is calibrated for an even prior,
+so its ECE weighs both kinds of turn equally. Writes applicability.json / .md.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from gate.applicability import Applicability
 from gate.config import load_settings
 from gate.engine.features import Features
 from gate.engine.loading import model_slug
-from training.metrics import auroc, ece
+from training.metrics import auroc, balanced_weights, ece
 from training.store import data_dir, is_factual, load_dataset
 
 THRESHOLD = 0.5
@@ -38,7 +39,8 @@ class TextBaseline:
     def fit(self, rows: list[dict], y: np.ndarray, val_rows: list[dict], y_val: np.ndarray) -> "TextBaseline":
         self.vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit([r["question"] for r in rows])
         self.lr = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000).fit(self._x(rows), y)
-        self.platt = LogisticRegression(C=1e4).fit(self.lr.decision_function(self._x(val_rows))[:, None], y_val)
+        self.platt = LogisticRegression(C=1e4, class_weight="balanced").fit(
+            self.lr.decision_function(self._x(val_rows))[:, None], y_val)
         return self
 
     def _x(self, rows: list[dict]):
@@ -83,7 +85,7 @@ def summarise(rows: list[dict], y: np.ndarray, p: np.ndarray, threshold: float) 
     return {"threshold": threshold, "by_source": per_source, "by_kind": kinds,
             "passed": float((p[chat] < threshold).mean()), "n_chat": int(chat.sum()), "kinds": len(kinds),
             "gated": float((p[~chat] >= threshold).mean()), "n_factual": int((~chat).sum()),
-            "auroc": auroc(y, p), "ece": ece(y, p)}
+            "auroc": auroc(y, p), "ece": ece(y, p, weights=balanced_weights(y))}
 
 
 def failures(rows: list[dict], y: np.ndarray, p: np.ndarray, threshold: float, n: int = 8) -> dict:
@@ -107,7 +109,7 @@ def table(result: dict) -> str:
         lines.append(f"| {src} | {kinds} | {g['n']} | {what} {g[what]:.1%} | {what} {text['by_source'][src][what]:.1%} |")
     for name, m in (("applicability", gate), ("text_tfidf", text)):
         lines.append(f"| **all, {name}** | {m['kinds']} kinds | {m['n_chat']} + {m['n_factual']} | passed "
-                     f"{m['passed']:.1%} · gated {m['gated']:.1%} · AUROC {m['auroc']:.3f} · ECE {m['ece']:.3f} | |")
+                     f"{m['passed']:.1%} · gated {m['gated']:.1%} · AUROC {m['auroc']:.3f} · balanced ECE {m['ece']:.3f} | |")
     for title, key in (("Not knowledge questions, gated anyway", "gated_but_not_knowledge"),
                        ("Knowledge questions that passed", "passed_but_knowledge")):
         lines += ["", f"**Failure cases — {title}** (most confident first):", "",

@@ -9,11 +9,19 @@ def auroc(y: np.ndarray, s: np.ndarray) -> float:
     return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
 
 
-def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error over equal-width probability bins."""
+def ece(y: np.ndarray, p: np.ndarray, bins: int = 10, weights: np.ndarray | None = None) -> float:
+    """Expected calibration error over equal-width probability bins (optionally with example weights)."""
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, float)
     which = np.minimum((p * bins).astype(int), bins - 1)
-    return float(sum(abs(y[which == b].mean() - p[which == b].mean()) * (which == b).mean()
-                     for b in range(bins) if (which == b).any()))
+    total = w.sum()
+    return float(sum(abs(np.average(y[m], weights=w[m]) - np.average(p[m], weights=w[m])) * w[m].sum() / total
+                     for m in (which == b for b in range(bins)) if m.any()))
+
+
+def balanced_weights(y: np.ndarray) -> np.ndarray:
+    """Weights that make both classes count equally (for a probability calibrated to an even prior)."""
+    pos = y.mean()
+    return np.where(y == 1, 0.5 / pos, 0.5 / (1 - pos)) if 0 < pos < 1 else np.ones(len(y))
 
 
 def bootstrap_auroc(y: np.ndarray, s: np.ndarray, n: int, seed: int = 0) -> tuple[float, float]:
