@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> Sidecar:
     t0 = time.perf_counter()
     sc = Sidecar(signature=meta["signature"], seeds=args.seeds).fit(
         feats[knowledge["train"]], y[knowledge["train"]], feats[knowledge["val"]], y[knowledge["val"]])
+    sources = np.array([r["source"] for r in rows])
     head = Applicability(meta["signature"]).fit(feats[split["train"]], factual[split["train"]],
-                                                feats[split["val"]], factual[split["val"]])
+                                                feats[split["val"]], factual[split["val"]], groups=sources[split["train"]])
     out = args.out or sidecar_dir(settings, meta["signature"]["model_id"])
     sc.save(out)
     head.save(out)
