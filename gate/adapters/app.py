@@ -185,9 +185,7 @@ def create_app(settings: Settings, gate: Gate) -> FastAPI:
     readable(api, "/models/{model_id}", model, responses=documented(401, 404))
 
     @api.post("/chat/completions", response_model=None, dependencies=[Depends(require_json)], responses={
-        200: {"model": ChatCompletion, "description": "the reply; with `stream: true`, server-sent events",
-              "content": {"text/event-stream": {"schema": {
-                  "type": "string", "description": "`data: <chat.completion.chunk JSON>` events, then `data: [DONE]`"}}}},
+        200: {"model": ChatCompletion, "description": "the reply; with `stream: true`, server-sent events"},
         **documented(400, 401, 404, 413, 415)})
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response | ChatCompletion:
         check_model(body.model)

@@ -60,9 +60,10 @@ async def require_json(request: Request) -> None:
 
 
 def check_budget(body: ChatCompletionRequest, limit: int) -> None:
-    """A request may not ask for more than the server's token limit: a 400 naming the field, never a clamp."""
-    asked = body.requested_tokens
-    if asked is not None and asked > limit:
-        field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-        raise APIError(400, f"{field}: {asked} is above this server's limit of {limit} tokens per request "
-                            "(server.max_tokens_limit).", param=field, code="max_tokens_exceeded")
+    """A request may not ask for more than the server's token limit: a 400 naming the field, never a clamp
+    (each field is checked, also the one `max_completion_tokens` overrides)."""
+    for field in ("max_tokens", "max_completion_tokens"):
+        asked = getattr(body, field)
+        if asked is not None and asked > limit:
+            raise APIError(400, f"{field}: {asked} is above this server's limit of {limit} tokens per request "
+                                "(server.max_tokens_limit).", param=field, code="max_tokens_exceeded")

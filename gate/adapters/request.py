@@ -164,7 +164,7 @@ REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "presence_penalty": (lambda v: not v, "this server's decoder applies no penalties; send 0 or leave it out"),
     "logit_bias": (lambda v: not v, "this server's decoder applies no logit bias"),
     "audio": (lambda v: v is None, "audio output is not supported"),
-    "modalities": (lambda v: not v or (isinstance(v, list) and set(v) <= {"text"}), "only ['text'] output"),
+    "modalities": (lambda v: not v or (isinstance(v, list) and all(m == "text" for m in v)), "only ['text'] output"),
     "web_search_options": (lambda v: v is None, "web search is not available"),
     "n": (lambda v: v in (None, 1), "only n=1: one model instance, one reply per turn"),
     "tool_choice": (lambda v: v in (None, "none", "auto"), f"{NO_CALLS}; 'required' or a named tool "
