@@ -98,6 +98,12 @@ class ServerSettings(_Strict):
     api_key: str | None = None
     model_name: str | None = None
     ui: bool = True
+    max_body_bytes: int = Field(2 * 2 ** 20, ge=1024, description="larger request bodies get 413 before they are "
+                                "read in full; 2 MiB holds far more text than any context window of the models here")
+    max_tokens_limit: int = Field(1024, ge=1, description="the most tokens one request may ask for: a request above "
+                                  "it gets 400, so one client cannot hold the single engine for minutes")
+    cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed to call the API "
+                                    "(CORS), e.g. [\"http://localhost:3000\"] or [\"*\"]; empty = CORS off")
 
 
 class Settings(_Strict):
@@ -107,6 +113,14 @@ class Settings(_Strict):
     generation: GenerationSettings = GenerationSettings()
     server: ServerSettings = ServerSettings()
     sidecar_dir: str = "ckpts"
+
+    @model_validator(mode="after")
+    def _default_within_limit(self) -> "Settings":
+        """A request that leaves max_tokens unset gets generation.max_tokens, so it must respect the server's limit."""
+        if self.generation.max_tokens > self.server.max_tokens_limit:
+            raise ValueError(f"generation.max_tokens ({self.generation.max_tokens}) exceeds server.max_tokens_limit "
+                             f"({self.server.max_tokens_limit})")
+        return self
 
 
 class ConfigError(ValueError):

@@ -103,7 +103,18 @@ class Gate:
 
     def stream(self, messages: list[dict], overrides: TurnOverrides | None = None) -> Iterator[TurnEvent]:
         """Validate now (errors raise here, before any event), then yield GateView, Delta…, TurnResult."""
-        return self._run(self._prepare(messages, overrides or TurnOverrides()))
+        return self.run(self.prepare(messages, overrides))
+
+    def prepare(self, messages: list[dict], overrides: TurnOverrides | None = None) -> _Turn:
+        """Validate, template and tokenise a turn without the model or its lock; raises TurnError.
+
+        Servers call this in a worker thread before queueing: a long prompt then delays nobody else's turn.
+        """
+        return self._prepare(messages, overrides or TurnOverrides())
+
+    def run(self, turn: _Turn) -> Iterator[TurnEvent]:
+        """A prepared turn's events; the model lock is held from the first event until the stream ends or closes."""
+        return self._run(turn)
 
     def probe(self, messages: list[dict], overrides: TurnOverrides | None = None) -> ProbeReport:
         """Read the prompt as it would be served and report what the gate sees; generates nothing."""

@@ -18,6 +18,8 @@ def test_shipped_yaml_loads_with_default_bands():
     ("model:\n  device: tpu\n", "model.device"),
     ("features:\n  recall_band: [0.9, 0.2]\n", "features.recall_band"),
     ("featurez: {}\n", "featurez"),
+    ("server:\n  max_body_bytes: 10\n", "server.max_body_bytes"),
+    ("generation:\n  max_tokens: 5000\n", "generation.max_tokens"),  # above server.max_tokens_limit
 ])
 def test_invalid_values_name_the_key(tmp_path, yaml_text, key):
     path = tmp_path / "bad.yaml"

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from gate.engine.generate import SamplingParams, continue_tokens, stop_token_ids
+from gate.engine.generate import SamplingParams, continue_tokens, pick, stop_token_ids
 from gate.engine.reply import IncrementalDecoder
 from gate.turns import Delta, GateView, PromptTooLong, TurnError, TurnOverrides, TurnResult
 
@@ -29,6 +29,15 @@ def test_sampling_with_a_seed_repeats(make_gate):
     gate = make_gate(mode="off")
     ov = TurnOverrides(temperature=1.0, top_p=0.9, seed=7, max_tokens=8)
     assert gate.chat(QUESTION, ov).content == gate.chat(QUESTION, ov).content
+
+
+def test_a_top_p_below_float32_resolution_keeps_the_top_token():
+    """top_p = 1e-50 rounds to 0 in float32; the nucleus must still hold the most likely token (it held none)."""
+    logits = torch.tensor([[0.1, 3.0, -1.0, 2.9], [5.0, 0.0, 0.0, 0.0]])
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        tok = pick(logits, SamplingParams(temperature=1.0, top_p=1e-50), generator)
+        assert tok.tolist() == [1, 0]
 
 
 def test_stop_string_ends_the_answer(make_gate):

@@ -2,6 +2,8 @@
 
 `create_app` takes a ready Gate (tests pass the real one; `serve` builds it once), so the app itself loads
 nothing and every request goes through the same single queue in front of the one model instance.
+Bodies above `server.max_body_bytes` get 413 before they are read; CORS is on only for the origins in
+`server.cors_origins`.
 """
 from __future__ import annotations
 
@@ -16,15 +18,18 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
 import anyio
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gate.adapters import errors
+from gate.adapters import errors, openapi
 from gate.adapters.errors import APIError
+from gate.adapters.limits import BodyLimit, check_budget, require_json
+from gate.adapters.request import ChatCompletionRequest
 from gate.adapters.runner import Turn, TurnRunner
-from gate.adapters.types import (ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice,
-                                 DeltaMessage, GateInfo, ModelCard, ModelList, Usage, finish_reason)
+from gate.adapters.types import (ChatCompletion, ChatCompletionChunk, ChunkChoice, DeltaMessage, ErrorBody, GateInfo,
+                                 Health, ModelCard, ModelList, Usage, finish_reason)
 from gate.config import Settings
 from gate.turns import Delta, GateView, TurnError, TurnResult
 
@@ -82,7 +87,8 @@ def sse(payload: ChatCompletionChunk | dict) -> str:
     return f"data: {data}\n\n"
 
 
-async def chunks(model: str, view: GateView, events: AsyncIterator, include_usage: bool) -> AsyncIterator[str]:
+async def chunks(model: str, view: GateView, events: AsyncIterator, include_usage: bool,
+                 count: Callable[[int], None]) -> AsyncIterator[str]:
     """The turn as OpenAI chunks: role + gate first, then deltas, then finish (+ usage), then [DONE]."""
     head = ChatCompletionChunk(model=model, choices=[ChunkChoice(delta=DeltaMessage(role="assistant", content=""))],
                                gate=GateInfo.of(view))
@@ -104,21 +110,44 @@ async def chunks(model: str, view: GateView, events: AsyncIterator, include_usag
         else:
             log.exception("stream failed")
             failure = APIError(500, f"generation failed: {type(exc).__name__}", kind="server_error")
+        count(failure.status)
         yield sse(failure.body())
     yield "data: [DONE]\n\n"
 
 
+def key_matches(given: bytes, key: str) -> bool:
+    """Constant-time comparison of bytes, so a non-ASCII key works (str comparison refuses non-ASCII)."""
+    return hmac.compare_digest(given, key.encode("utf-8"))
+
+
 def require_key(settings: Settings) -> Callable[..., Awaitable[None]]:
     """A dependency enforcing `Authorization: Bearer <api_key>` when a key is configured."""
-    async def check(authorization: str | None = Header(None)) -> None:
+    async def check(request: Request) -> None:
         key = settings.server.api_key
         if key is None:
             return
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        # Header values arrive decoded as latin-1, so this gives back the bytes sent (UTF-8 for a non-ASCII key).
+        if scheme.lower() != "bearer" or not key_matches(token.strip().encode("latin-1"), key):
             raise APIError(401, "Missing or incorrect API key: send 'Authorization: Bearer <key>'.",
                            code="invalid_api_key")
     return check
+
+
+ERRORS = {400: "invalid request", 401: "missing or wrong API key (when the server has one)",
+          404: "unknown model", 413: "body larger than server.max_body_bytes",
+          415: "body not sent as application/json"}
+
+
+def readable(router: FastAPI | APIRouter, path: str, endpoint: Callable, **kwargs) -> None:
+    """A GET route that also answers HEAD (HEAD stays out of the OpenAPI document, as frameworks usually do)."""
+    router.add_api_route(path, endpoint, methods=["GET"], **kwargs)
+    router.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False, **kwargs)
+
+
+def documented(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI entries for these error statuses, all in OpenAI's error shape."""
+    return {status: {"model": ErrorBody, "description": ERRORS[status]} for status in statuses}
 
 
 def create_app(settings: Settings, gate: Gate) -> FastAPI:
@@ -128,7 +157,12 @@ def create_app(settings: Settings, gate: Gate) -> FastAPI:
     runner = TurnRunner(gate)
     app = FastAPI(title="knowledge-gate", summary="OpenAI-compatible chat with a knowledge gate")
     app.state.runner = runner
-    errors.install(app)
+    errors.install(app, runner.stats.count)
+    app.add_middleware(BodyLimit, limit=settings.server.max_body_bytes)
+    openapi.install(app, settings)
+    if settings.server.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins,
+                           allow_methods=["GET", "HEAD", "POST"], allow_headers=["*"])
     api = APIRouter(prefix="/v1", dependencies=[Depends(require_key(settings))])
 
     def check_model(name: str) -> None:
@@ -136,22 +170,26 @@ def create_app(settings: Settings, gate: Gate) -> FastAPI:
             raise APIError(404, f"The model '{name}' does not exist; this server serves '{served}'.",
                            param="model", code="model_not_found")
 
-    @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok", "model": served, **asdict(runner.stats)}
+    async def health() -> Health:
+        return Health(model=served, **asdict(runner.stats))
 
-    @api.get("/models")
     async def models() -> ModelList:
         return ModelList(data=[ModelCard(id=served, created=started)])
 
-    @api.get("/models/{model_id}")
     async def model(model_id: str) -> ModelCard:
         check_model(model_id)
         return ModelCard(id=served, created=started)
 
-    @api.post("/chat/completions", response_model=None)
+    readable(app, "/health", health)
+    readable(api, "/models", models, responses=documented(401))
+    readable(api, "/models/{model_id}", model, responses=documented(401, 404))
+
+    @api.post("/chat/completions", response_model=None, dependencies=[Depends(require_json)], responses={
+        200: {"model": ChatCompletion, "description": "the reply; with `stream: true`, server-sent events"},
+        **documented(400, 401, 404, 413, 415)})
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response | ChatCompletion:
         check_model(body.model)
+        check_budget(body, settings.server.max_tokens_limit)
         turn: Turn | None = None
 
         async def begin() -> Turn:
@@ -172,7 +210,7 @@ def create_app(settings: Settings, gate: Gate) -> FastAPI:
                 return ChatCompletion.of(served, await unless_gone(request, whole))
             events, view = await unless_gone(request, opened)  # errors before the first token are plain HTTP errors
             handed_off = True
-            return TurnStream(chunks(served, view, events, body.include_usage), turn)
+            return TurnStream(chunks(served, view, events, body.include_usage, runner.stats.count), turn)
         except ClientGone:
             return Response(status_code=499)
         finally:
@@ -191,7 +229,7 @@ def mount_ui(app: FastAPI, settings: Settings, gate: Gate) -> None:
 
     from gate.adapters.ui import build_ui
     key = settings.server.api_key
-    auth = (lambda _user, password: hmac.compare_digest(password, key)) if key else None
+    auth = (lambda _user, password: key_matches(password.encode("utf-8"), key)) if key else None
     gr.mount_gradio_app(app, build_ui(settings, gate), path="/ui", auth=auth,
                         auth_message="Password: the server's API key." if key else None)
 

@@ -1,9 +1,11 @@
 """Serving one blocking Gate to many async clients: first come, first served, and a turn can be called off.
 
 The Gate runs one turn at a time and blocks while it computes, so each turn gets its own worker thread and
-the event loop stays free. Turns are admitted in arrival order (asyncio.Lock wakes waiters FIFO); a client
-that leaves while queued simply leaves the queue. The slot is released by the worker thread itself once
-the Gate's generator is closed, so the engine is free before the next turn starts, whatever the client did.
+the event loop stays free. A request is prepared (validated, templated, tokenised) in a worker thread
+before it queues, so a huge prompt delays nobody and a bad one fails without ever queueing. Turns are
+admitted in arrival order (asyncio.Lock wakes waiters FIFO); a client that leaves while queued simply
+leaves the queue. The slot is released by the worker thread itself once the Gate's generator is closed,
+so the engine is free before the next turn starts, whatever the client did.
 """
 from __future__ import annotations
 
@@ -12,38 +14,48 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, AsyncIterator, Literal
 
+import anyio
+
 from gate.turns import TurnEvent, TurnOverrides, TurnResult
 
 if TYPE_CHECKING:
-    from gate.pipeline import Gate
+    from gate.pipeline import Gate, _Turn
 
 
 @dataclass
 class RunnerStats:
-    """Counters shown by /health: what is running and waiting, and how finished turns ended."""
+    """Counters shown by /health: what is running and waiting, how turns ended, and the error responses,
+    the client's fault (4xx) apart from the server's (5xx)."""
     running: bool = False
     waiting: int = 0
     served: int = 0
-    failed: int = 0
     cancelled: int = 0
+    client_errors: int = 0
+    server_errors: int = 0
+
+    def count(self, status: int) -> None:
+        """One response's status; 499 (the client left) is already counted as a cancelled turn."""
+        if status >= 500:
+            self.server_errors += 1
+        elif 400 <= status < 500 and status != 499:
+            self.client_errors += 1
 
 
 class Turn:
     """One turn in flight: events come out of `events()`; `cancel()` stops generation at the next token."""
 
-    def __init__(self, runner: "TurnRunner", messages: list[dict], overrides: TurnOverrides):
+    def __init__(self, runner: "TurnRunner", prepared: "_Turn"):
         self._runner, self._loop = runner, asyncio.get_running_loop()
         self._queue: asyncio.Queue[TurnEvent | BaseException] = asyncio.Queue()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, args=(messages, overrides), daemon=True,
-                                        name="gate-turn")
+        self._thread = threading.Thread(target=self._work, args=(prepared,), daemon=True, name="gate-turn")
         self._thread.start()
 
-    def _work(self, messages: list[dict], overrides: TurnOverrides) -> None:
+    def _work(self, prepared: "_Turn") -> None:
         """Worker thread: pump the Gate's stream into the queue until it ends or the turn is cancelled."""
         outcome, stream = "served", None
         try:
-            stream = self._runner.gate.stream(messages, overrides)
+            stream = self._runner.gate.run(prepared)
             for event in stream:
                 self._emit(event)
                 if self._stop.is_set() and not isinstance(event, TurnResult):
@@ -89,7 +101,9 @@ class TurnRunner:
         self._slot = asyncio.Lock()
 
     async def start(self, messages: list[dict], overrides: TurnOverrides) -> Turn:
-        """Wait for this request's turn (FIFO), then start it. Cancelling the wait leaves the queue."""
+        """Prepare the turn in a worker thread (a TurnError raises here), wait for its slot (FIFO), then start
+        it. Cancelling the wait leaves the queue."""
+        prepared = await anyio.to_thread.run_sync(self.gate.prepare, messages, overrides, abandon_on_cancel=True)
         self.stats.waiting += 1
         try:
             await self._slot.acquire()
@@ -97,12 +111,14 @@ class TurnRunner:
             self.stats.waiting -= 1
         self.stats.running = True
         try:
-            return Turn(self, messages, overrides)
+            return Turn(self, prepared)
         except BaseException:
             self._release("failed")
             raise
 
     def _release(self, outcome: Literal["served", "failed", "cancelled"]) -> None:
+        """Free the slot; a failed turn is counted by the error response it becomes."""
         self.stats.running = False
-        setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+        if outcome != "failed":
+            setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         self._slot.release()

@@ -1,130 +1,17 @@
-"""OpenAI chat-completions wire format, as pydantic models: requests are validated here, before a turn is queued.
+"""OpenAI chat-completions wire format of the replies, as pydantic models (the request is in `request.py`).
 
-Limits on generation parameters are read from `GenerationSettings` so the API and the config never disagree.
+They also make the OpenAPI document: what the server sends is what it declares.
 """
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, Field, model_serializer
 
-from gate.config import Bands, GenerationSettings
-from gate.turns import Decision, GateView, Mode, TurnOverrides, TurnResult
+from gate.turns import Decision, GateView, Mode, TurnResult
 
-
-def _limits_of(name: str) -> Any:
-    """The type of a `GenerationSettings` field with its bounds, for reuse in the request."""
-    info = GenerationSettings.model_fields[name]
-    return Annotated[(info.annotation, *info.metadata)]
-
-
-Role = Literal["system", "developer", "user", "assistant"]
-
-
-class _Lenient(BaseModel):
-    """Unknown fields are ignored, as OpenAI-compatible servers do (clients send fields we don't use)."""
-    model_config = ConfigDict(extra="ignore")
-
-
-class TextPart(_Lenient):
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessage(_Lenient):
-    role: Role
-    content: str | list[TextPart] | None = None
-
-    @field_validator("content", mode="before")
-    @classmethod
-    def _text_only(cls, content: Any) -> Any:
-        """Name the offending part plainly, instead of pydantic's error per union member."""
-        for i, part in enumerate(content if isinstance(content, list) else []):
-            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            if kind != "text":
-                raise PydanticCustomError("unsupported_content",
-                                          "content part {i} has type '{kind}'; only text parts are supported",
-                                          {"i": i, "kind": kind})
-        return content
-
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "\n".join(part.text or "" for part in self.content)
-        return self.content or ""
-
-    def as_turn(self) -> dict[str, str]:
-        """The message as the chat template takes it; `developer` is OpenAI's newer name for `system`."""
-        return {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
-
-
-class GateOptions(BaseModel):
-    """The request's extra `gate` field (`extra_body={"gate": {...}}` in the openai client)."""
-    model_config = ConfigDict(extra="forbid")
-    mode: Mode | None = None
-    bands: tuple[float, float] | None = None
-    factual_threshold: float | None = Field(None, ge=0.0, le=1.0, description="P(factual) below this passes")
-
-    @field_validator("bands")
-    @classmethod
-    def _valid_bands(cls, bands: tuple[float, float] | None) -> tuple[float, float] | None:
-        if bands is not None:
-            try:
-                Bands(low=bands[0], high=bands[1])
-            except ValidationError as exc:
-                msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
-                raise PydanticCustomError("invalid_bands", "{msg}", {"msg": msg}) from None
-        return bands
-
-
-class StreamOptions(_Lenient):
-    include_usage: bool = False
-
-
-class ChatCompletionRequest(_Lenient):
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: _limits_of("max_tokens") | None = None
-    max_completion_tokens: _limits_of("max_tokens") | None = None
-    temperature: _limits_of("temperature") | None = None
-    top_p: _limits_of("top_p") | None = None
-    stop: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list, max_length=4,
-                                                            description="a string or up to 4 strings")
-    seed: int | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1)
-    gate: GateOptions = GateOptions()
-
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, n: int) -> int:
-        if n != 1:
-            raise PydanticCustomError("n_not_supported", "only n=1 is supported: one model instance, one turn at a time")
-        return n
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _stop_list(cls, stop: Any) -> Any:
-        """OpenAI takes one stop string, a list, or null."""
-        return [stop] if isinstance(stop, str) else stop or []
-
-    def overrides(self) -> TurnOverrides:
-        return TurnOverrides(mode=self.gate.mode, bands=self.gate.bands, factual_threshold=self.gate.factual_threshold,
-                             max_tokens=self.max_completion_tokens or self.max_tokens,
-                             temperature=self.temperature, top_p=self.top_p, seed=self.seed, stop=self.stop)
-
-    def turns(self) -> list[dict[str, str]]:
-        return [m.as_turn() for m in self.messages]
-
-    @property
-    def include_usage(self) -> bool:
-        return bool(self.stream_options and self.stream_options.include_usage)
-
-
-# --- responses ---------------------------------------------------------------------------------------------
 
 class GateInfo(BaseModel):
     """The gate's view of this turn; timings that are not known yet (first stream chunk) are null."""
@@ -237,3 +124,27 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class Health(BaseModel):
+    """/health: the queue and how requests ended (4xx: the client's fault; 5xx: the server's)."""
+    status: Literal["ok"] = "ok"
+    model: str
+    running: bool
+    waiting: int
+    served: int
+    cancelled: int
+    client_errors: int
+    server_errors: int
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """Every error, as OpenAI sends it (the openai client raises BadRequestError, NotFoundError, ... from it)."""
+    error: ErrorDetail

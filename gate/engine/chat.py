@@ -9,12 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
+from gate.engine.tool_history import for_template, tool_calls
 from gate.turns import TurnError
 
 FormatName = Literal["gemma4", "think", "prefill"]
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool",
+          "function": "tool"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,8 @@ def seed_opening(prompt: str, fmt: ThinkingFormat, seed: str) -> str:
 
 
 def normalize_messages(messages: list[dict]) -> list[dict]:
-    """OpenAI-style messages as {role, content: str}; text content parts are joined, anything else refused."""
+    """OpenAI-style messages as {role, content: str} (+ tool history: an assistant's `tool_calls`, a tool
+    result's `tool_call_id` / `name`); text content parts are joined, anything else refused."""
     if not isinstance(messages, list) or not messages:
         raise TurnError("messages must be a non-empty list", param="messages")
     out = []
@@ -83,7 +87,12 @@ def normalize_messages(messages: list[dict]) -> list[dict]:
             content = "".join(p.get("text", "") for p in content)
         if not isinstance(content, str):
             raise TurnError(f"messages[{i}].content must be a string or a list of text parts", param="messages")
-        out.append({"role": role, "content": content})
+        turn = {"role": role, "content": content}
+        if role == "assistant" and (calls := tool_calls(m, i)):
+            turn["tool_calls"] = calls
+        if role == "tool":
+            turn |= {k: m[k] for k in ("tool_call_id", "name") if isinstance(m.get(k), str)}
+        out.append(turn)
     return out
 
 
@@ -96,6 +105,19 @@ def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict], system_prompt: str | None,
                   **template_kwargs) -> str:
-    """The templated prompt text, ending where the assistant's reply begins."""
-    return tokenizer.apply_chat_template(with_system(messages, system_prompt), tokenize=False,
-                                         add_generation_prompt=True, **template_kwargs)
+    """The templated prompt text, ending where the assistant's reply begins.
+
+    A conversation the template refuses (some templates raise on roles out of order) or text no tokenizer
+    can encode (a lone surrogate) is the request's fault: TurnError, never a crash.
+    """
+    turns = for_template(tokenizer, with_system(messages, system_prompt))
+    try:
+        prompt = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True, **template_kwargs)
+        prompt.encode("utf-8")
+    except TemplateError as exc:
+        raise TurnError(f"the model's chat template refuses these messages: {exc}", param="messages",
+                        code="invalid_messages") from None
+    except UnicodeEncodeError as exc:
+        raise TurnError(f"messages contain a lone surrogate ({exc.object[exc.start]!r}): not valid Unicode text",
+                        param="messages", code="invalid_unicode") from None
+    return prompt

@@ -53,7 +53,8 @@ def pick(logits: torch.Tensor, params: SamplingParams, generator: torch.Generato
     probs = torch.softmax(logits.float() / params.temperature, dim=-1)
     if params.top_p < 1.0:
         sorted_p, idx = probs.sort(dim=-1, descending=True)
-        keep = sorted_p.cumsum(-1) - sorted_p < params.top_p  # always keeps the top token
+        keep = sorted_p.cumsum(-1) - sorted_p < params.top_p
+        keep[..., 0] = True  # the top token always stays: a top_p below float32's resolution rounds to 0
         probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p * keep)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
