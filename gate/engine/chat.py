@@ -88,14 +88,18 @@ def normalize_messages(messages: list[dict]) -> list[dict]:
 
 
 def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
-    """Pin the system prompt (when the conversation has none) so training and serving see the same text."""
-    if system_prompt is None or (messages and messages[0]["role"] == "system"):
+    """Pin the system prompt (when the conversation has none) so training and serving see the same text;
+    None or "" pins nothing."""
+    if not system_prompt or (messages and messages[0]["role"] == "system"):
         return list(messages)
     return [{"role": "system", "content": system_prompt}, *messages]
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict], system_prompt: str | None,
                   **template_kwargs) -> str:
-    """The templated prompt text, ending where the assistant's reply begins."""
-    return tokenizer.apply_chat_template(with_system(messages, system_prompt), tokenize=False,
-                                         add_generation_prompt=True, **template_kwargs)
+    """The templated prompt text, ending where the assistant's reply begins. A base model without a chat
+    template reads the messages' text as a plain prompt after its BOS token."""
+    messages = with_system(messages, system_prompt)
+    if not tokenizer.chat_template:
+        return (tokenizer.bos_token or "") + "\n\n".join(m["content"] for m in messages)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **template_kwargs)
