@@ -42,8 +42,16 @@ def _ui(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _config(settings: Settings, args: argparse.Namespace) -> None:
+    import dataclasses
+
     import yaml
+
+    from gate.models import profile_for
     print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
+    profile = {k: list(v) if isinstance(v, tuple) else v
+               for k, v in dataclasses.asdict(profile_for(settings.model)).items()}
+    print(f"# model.id {settings.model.id!r} is served with this profile (non-null model.* values above win):")
+    print("".join(f"#   {line}\n" for line in yaml.safe_dump(profile, sort_keys=False).splitlines()), end="")
 
 
 def _models(settings: Settings, args: argparse.Namespace) -> None:
