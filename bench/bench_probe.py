@@ -1,6 +1,6 @@
 """Probe overhead: capture + features vs the plain prefill forward of the same prompts (one run, ratios).
 
-    .venv/bin/python bench/bench_probe.py [--reps 7]
+    .venv/bin/python bench/bench_probe.py [--reps 7] [--model qwen2.5-coder-1.5b-instruct] [--dtype bfloat16]
 
 The plain forward is what generation's prefill does anyway (cache on, last-position logits); the
 probe adds hooks, the lens product and the feature arithmetic. Timings interleave the two.
@@ -13,8 +13,7 @@ import time
 
 import torch
 
-from common import messages_of
-from gate.config import load_settings
+from common import add_model_args, messages_of, settings_from
 from gate.engine.capture import capture
 from gate.engine.features import compute_features
 from gate.engine.generate import prefill
@@ -31,9 +30,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--config", default=None)
+    ap.add_argument("--tokens", type=int, nargs="+", default=[50, 1000], help="prompt lengths (default: 50 1000)")
+    add_model_args(ap)
     args = ap.parse_args()
-    engine = Engine(load_settings(args.config))
+    engine = Engine(settings_from(args))
     model, arch, fs = engine.model, engine.arch, engine.settings.features
 
     @torch.inference_mode()
@@ -46,7 +46,7 @@ def main() -> None:
     print(f"model {engine.loaded.model_id} on {engine.device} ({engine.loaded.dtype}), "
           f"{torch.get_num_threads()} threads, median of {args.reps}")
     print(f"{'tokens':>7} {'batch':>6} {'plain ms':>9} {'probe ms':>9} {'ratio':>6}")
-    for tokens in (50, 1000):
+    for tokens in args.tokens:
         for batch in (1, args.batch):
             questions = [f"Question {i}: what is the capital city of country number {i}?" for i in range(batch)]
             ids, mask = engine.encode([engine.prompt(messages_of(engine, tokens, q)) for q in questions])

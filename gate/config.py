@@ -19,10 +19,15 @@ class _Strict(BaseModel):
 class ModelSettings(_Strict):
     id: str = "smollm2-135m-instruct"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = the model profile's preference, else bfloat16 on CUDA/MPS and on CPUs that "
+                            "compute it natively (AVX512-BF16, AMX, Arm BF16), float32 elsewhere")
     cache_dir: str = "~/.cache/knowledge-gate"
-    system_prompt: str | None = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-    thinking: Literal["auto", "gemma4", "think", "prefill"] = "auto"
+    system_prompt: str | None = Field(None, description="pinned when a conversation has no system message; "
+                                      "null = the model profile's (gate models), \"\" = none")
+    stop_tokens: list[str] | None = Field(None, description="end-of-turn tokens besides EOS; null = the profile's")
+    thinking: Literal["auto", "gemma4", "think", "prefill"] = Field(
+        "auto", description="auto = the model profile's, else detected from the tokenizer")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch's default. On a CPU "
                                 "shared with other jobs, 1 avoids threads spinning against each other")
 

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from gate.config import Bands, GenerationSettings, Settings
 from gate.engine.chat import normalize_messages, opens_thought, seed_opening
 from gate.engine.features import Features
-from gate.engine.generate import SamplingParams, continue_tokens, prefill, stop_token_ids
+from gate.engine.generate import SamplingParams, continue_tokens, prefill
 from gate.engine.lens import lens_logits
 from gate.engine.reply import ReplySplitter
 from gate.engine.runtime import Engine
@@ -87,7 +87,7 @@ class Gate:
         self.sidecar = sidecar  # anything with predict_proba(Features) -> [B]
         self.applicability = applicability  # P(factual), the same interface
         self.lock = threading.Lock()
-        self.eos_ids = stop_token_ids(self.engine.tokenizer)
+        self.eos_ids = self.engine.stop_ids
         text_config = self.engine.model.config.get_text_config()
         self.context_window: int = getattr(text_config, "max_position_embeddings", None) or 2 ** 31
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -19,27 +20,47 @@ from gate.engine.features import GLOBAL_FEATURES, LAYER_FEATURES, Features
 from gate.engine.loading import model_slug
 
 ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
 
 
 class SidecarMismatch(ValueError):
     """A checkpoint trained for another model (or other feature settings) than the one being served."""
 
 
+# The dtype the features were computed in. Measured on the default model (bench/bench_dtype.py,
+# data/smollm2-135m-instruct/README.md): a sidecar trained on float32 features keeps its ranking and calibration
+# on bfloat16 features, so a mismatch is a warning, not a refusal. Datasets and checkpoints from before the dtype
+# was recorded were all computed in float32.
+DTYPE_KEY = "dtype"
+_UNRECORDED_DTYPE = "float32"
+
+
 def model_signature(engine) -> dict:
-    """What a checkpoint must match for this engine: the model and the exact feature layout it reads."""
+    """What a checkpoint must match for this engine: the model and the exact feature layout it reads, plus the
+    dtype its features are computed in (checked loosely: see DTYPE_KEY)."""
     fs = engine.settings.features
     return {"model_id": engine.loaded.model_id, "num_layers": engine.arch.num_layers,
             "hidden_size": engine.arch.hidden_size, "vocab_size": engine.arch.vocab_size,
             "layer_features": list(LAYER_FEATURES), "global_features": list(GLOBAL_FEATURES),
             "hidden_depths": [float(d) for d in fs.hidden_depths], "positions": int(fs.positions),
-            "recall_band": [float(b) for b in fs.recall_band]}
+            "recall_band": [float(b) for b in fs.recall_band],
+            DTYPE_KEY: str(engine.loaded.dtype).removeprefix("torch.")}
+
+
+def _check_dtype(directory: Path, saved: dict, signature: dict) -> None:
+    trained, served = (sig.get(DTYPE_KEY, _UNRECORDED_DTYPE) for sig in (saved, signature))
+    if trained != served:
+        log.warning("sidecar %s was trained on %s features and the engine computes them in %s: P(knows) moves a "
+                    "little (measured in data/smollm2-135m-instruct/README.md); set model.dtype: %s to match it",
+                    directory, trained, served, trained)
 
 
 def check_signature(saved: dict, signature: dict | None, directory: Path) -> None:
-    """Refuse a checkpoint made for another model or feature layout, naming both."""
+    """Refuse a checkpoint made for another model or feature layout, naming both; a dtype mismatch only warns."""
     if signature is None:
         return
-    diff = sorted(k for k in set(saved) | set(signature) if saved.get(k) != signature.get(k))
+    _check_dtype(directory, saved, signature)
+    diff = sorted(k for k in (set(saved) | set(signature)) - {DTYPE_KEY} if saved.get(k) != signature.get(k))
     if diff:
         raise SidecarMismatch(
             f"sidecar checkpoint {directory} was trained for model {saved.get('model_id')!r}, but the engine "

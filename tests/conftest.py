@@ -8,7 +8,9 @@ from gate.config import Settings
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return Settings()
+    """The default model pinned to float32: several tests compare against float32 logits with tight
+    tolerances, and `dtype: auto` would pick bfloat16 on CPUs with native bf16."""
+    return Settings.model_validate({"model": {"dtype": "float32"}})
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ def test_help_lists_commands(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     out = capsys.readouterr().out
-    assert all(cmd in out for cmd in ("probe", "serve", "ui", "config"))
+    assert all(cmd in out for cmd in ("probe", "serve", "ui", "config", "models"))
 
 
 def test_bad_config_exits_with_message(tmp_path):
@@ -18,6 +18,20 @@ def test_bad_config_exits_with_message(tmp_path):
     bad.write_text("policy:\n  bands: {low: 2}\n")
     with pytest.raises(SystemExit, match="policy.bands"):
         main(["--config", str(bad), "config"])
+
+
+def test_config_prints_valid_yaml_and_the_model_profile(tmp_path, capsys):
+    import yaml
+
+    from gate.config import load_settings
+    path = tmp_path / "q.yaml"
+    path.write_text("model:\n  id: qwen2.5-coder-1.5b-instruct\n")
+    main(["--config", str(path), "config"])
+    out = capsys.readouterr().out
+    assert "#   system_prompt: You are Qwen, created by Alibaba Cloud." in out  # not SmolLM's
+    (tmp_path / "again.yaml").write_text(out)
+    assert load_settings(tmp_path / "again.yaml").model.id == "qwen2.5-coder-1.5b-instruct"
+    assert yaml.safe_load(out)["model"]["system_prompt"] is None
 
 
 def test_probe_prints_every_layer(capsys, engine, monkeypatch):

@@ -38,6 +38,7 @@ def test_evaluate_from_shipped_features(tmp_path, monkeypatch):
     assert 0.0 <= saved["bands"]["low"] <= saved["bands"]["high"] <= 1.0
     assert all((tmp_path / f).stat().st_size > 1000 for f in saved["figures"])
     assert "| sidecar |" in (tmp_path / "metrics.md").read_text()
+    assert json.loads((tmp_path / "bands.json").read_text())["yaml_recommended"].startswith("policy:")
     assert not math.isnan(saved["splits"]["random"]["methods"]["hidden_lr"]["auroc"])
 
 

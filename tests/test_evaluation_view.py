@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from gate.adapters.evaluation import load_evaluation, metrics_table
 
 
@@ -46,3 +48,32 @@ def test_broken_metrics_json_is_reported_not_raised(tmp_path):
     found = load_evaluation(tmp_path)
     assert len(found.problems) == 1 and "metrics.json is not valid JSON" in found.problems[0]
     assert found.rows == []
+
+
+def test_band_sweep_shares_follow_the_bands(tmp_path):
+    """Outcomes at any pair of bands come from the two curves; written by training, read back by the view."""
+    import numpy as np
+
+    from gate.adapters import figures
+    from gate.adapters.evaluation import load_band_sweep
+    from training.band_sweep import save
+
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    p = np.array([0.9, 0.8, 0.5, 0.1, 0.75, 0.45, 0.3, 0.2, 0.1, 0.05])
+    written = save(tmp_path, y, p, (0.4, 0.7), {"low": 0.25, "high": 0.85})
+    assert (tmp_path / "bands.json").is_file() and (tmp_path / "figures" / "bands.png").stat().st_size > 1000
+    sweep = load_band_sweep(tmp_path)
+    assert sweep == written and sweep.configured == (0.4, 0.7) and (sweep.n_correct, sweep.n_wrong) == (4, 6)
+    at = sweep.shares(0.4, 0.7)
+    assert at["correct"] == {"answered": 0.5, "hedged": 0.25, "abstained": 0.25}
+    assert at["wrong"] == pytest.approx({"answered": 1 / 6, "hedged": 1 / 6, "abstained": 4 / 6})
+    assert sweep.shares(0.0, 0.0)["correct"]["answered"] == 1.0 and sweep.shares(1.0, 1.0)["wrong"]["abstained"] == 1
+    fig = figures.band_sweep(sweep, 0.3, 0.6)
+    assert len(fig.data) == 2 and len(fig.layout.shapes) == 6  # two curves; low/high for three pairs of bands
+    text = figures.band_outcomes_markdown(sweep, 0.3, 0.6)
+    assert "policy:\n  bands: {low: 0.25, high: 0.85}" in text and "chosen (sliders) 0.30 / 0.60" in text
+
+
+def test_no_band_sweep_shipped_is_none(tmp_path):
+    from gate.adapters.evaluation import load_band_sweep
+    assert load_band_sweep(tmp_path) is None

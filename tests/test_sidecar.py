@@ -99,3 +99,16 @@ def test_shipped_checkpoint_serves_the_default_model(engine):
     p = sc.predict_proba(probe.features)
     assert p.shape == (2,) and np.all((p > 0) & (p < 1))
     assert p[0] > p[1]  # a capital the model knows vs an obscure fact
+
+
+def test_dtype_mismatch_warns_but_loads(fitted, tmp_path, caplog):
+    """Features in another dtype move P(knows) only a little (bench/bench_dtype.py): a warning, not a refusal.
+    A checkpoint that predates the dtype record counts as float32."""
+    sc, te, _ = fitted
+    sc.save(tmp_path)  # SIG records no dtype
+    with caplog.at_level("WARNING", logger="gate.sidecar"):
+        assert Sidecar.load(tmp_path, signature={**SIG, "dtype": "float32"}) is not None
+        assert not caplog.records
+        again = Sidecar.load(tmp_path, signature={**SIG, "dtype": "bfloat16"})
+    assert "float32 features" in caplog.text and "bfloat16" in caplog.text
+    np.testing.assert_allclose(again.predict_proba(te), sc.predict_proba(te), rtol=1e-5, atol=1e-6)

@@ -135,6 +135,13 @@ def test_probe_then_head_to_head(page, external, gate, settings, tmp_path):
     assert "sidecar" in page.locator("#eval-text").inner_text()  # the metrics.md table, rendered
     assert str(shipped.rows[0][1]) in page.locator("#eval-metrics").inner_text()
     assert page.locator("#eval-figures img").count() == len(shipped.figures)
+    assert page.locator("#eval-bands-plot .js-plotly-plot").count() == 1
+    assert "bands: {low:" in page.locator("#eval-bands-table").inner_text()  # the gate.yaml lines
+    low = page.locator("#band-low input[type=number]")
+    low.fill("0.25")
+    low.press("Enter")  # moving a band redraws the choice
+    page.wait_for_function("document.querySelector('#eval-bands-table').innerText.includes('chosen (sliders) 0.25')",
+                           timeout=30_000)
     page.screenshot(path=tmp_path / "evaluation.png", full_page=True)
     page.get_by_role("tab", name="Info").click()
     arch = gate.engine.arch

@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 from gate.config import load_settings
 from gate.engine.loading import model_slug
 from gate.sidecar import Sidecar, SidecarMismatch, sidecar_dir
-from training import evaluate_applicability
+from training import band_sweep, evaluate_applicability
 from training.baselines import BASELINES, Method, Part, SidecarMethod
 from training.metrics import auroc, bootstrap_auroc, ece, risk_coverage, within_category_auroc
 from training.store import data_dir, is_factual, load_dataset
@@ -283,6 +283,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     metrics["bands"] = {**bands, "defaults": {"low": DEFAULT_BANDS[0], "high": DEFAULT_BANDS[1]},
                         "test_shares_recommended": band_shares(y_by_split["random"], p_test, bands["low"], bands["high"]),
                         "test_shares_defaults": band_shares(y_by_split["random"], p_test, *DEFAULT_BANDS)}
+    band_sweep.save(out, y_by_split["random"], p_test, settings.policy.bands, bands)  # bands.json + figures/bands.png
     metrics["figures"] = figures(out / "figures", evals, y_by_split)
     metrics["figures"] = [str(Path(f).relative_to(out)) for f in metrics["figures"]]
     out.mkdir(parents=True, exist_ok=True)

@@ -88,3 +88,53 @@ def load_evaluation(directory: Path) -> ShippedEvaluation:
         found.columns, found.rows = metrics_table(tables)
     found.figures = sorted(directory.rglob("*.png"))
     return found
+
+
+# ---- choosing bands: the sweep over held-out questions (written by training/band_sweep.py) ----------------
+BANDS_FILE = "bands.json"
+OUTCOMES = ("answered", "hedged", "abstained")
+
+
+@dataclass
+class BandSweep:
+    """For held-out questions the model got right / wrong: the share with P(knows) ≥ t on a threshold grid.
+
+    Under bands (low, high) a question is abstained below low, hedged up to high, answered from high, so
+    two curves give every outcome: correct answers kept = above(low), answered = above(high); wrong answers
+    removed = 1 − above(low) of the wrong ones. Thresholds are looked up on the grid (step 0.01).
+    """
+    thresholds: list[float]
+    correct_above: list[float]
+    wrong_above: list[float]
+    n_correct: int
+    n_wrong: int
+    configured: tuple[float, float]
+    recommended: tuple[float, float]
+    source: str = ""
+
+    def _at(self, curve: list[float], t: float) -> float:
+        i = min(range(len(self.thresholds)), key=lambda k: abs(self.thresholds[k] - t))
+        return curve[i]
+
+    def shares(self, low: float, high: float) -> dict[str, dict[str, float]]:
+        """{correct|wrong: {answered, hedged, abstained}} as shares of the correct / wrong answers."""
+        out = {}
+        for name, curve in (("correct", self.correct_above), ("wrong", self.wrong_above)):
+            lo, hi = self._at(curve, low), self._at(curve, high)
+            out[name] = {"answered": hi, "hedged": lo - hi, "abstained": 1.0 - lo}
+        return out
+
+
+def yaml_lines(low: float, high: float) -> str:
+    """The gate.yaml lines that set these bands."""
+    return f"policy:\n  bands: {{low: {low:.2f}, high: {high:.2f}}}"
+
+
+def load_band_sweep(directory: Path) -> BandSweep | None:
+    """The shipped sweep, or None when there is none (or it cannot be read)."""
+    try:
+        raw = json.loads((directory / BANDS_FILE).read_text())
+        return BandSweep(raw["thresholds"], raw["correct_above"], raw["wrong_above"], raw["n_correct"],
+                         raw["n_wrong"], tuple(raw["configured"]), tuple(raw["recommended"]), raw.get("source", ""))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from gate.adapters.evaluation import OUTCOMES, BandSweep, yaml_lines
 from gate.engine.features import LAYER_FEATURES
 from gate.turns import Decision
 
@@ -130,3 +131,40 @@ def verdict_html(p_knows: float | None, decision: Decision | None, extra: Sequen
             f"{factual}P(knows) = <b>{p_knows:.1%}</b> → <b>{decision}</b>")
     return (f"<div style='padding:8px 12px;border-radius:8px;background:{color};color:#fff;"
             f"font-size:1.2em'>{head}{tail}</div>")
+
+
+def band_sweep(sweep: BandSweep, low: float, high: float) -> go.Figure:
+    """Correct answers kept / wrong answers removed as a band threshold moves, with the configured, the
+    recommended and the currently chosen bands marked (curves from the shipped bands.json)."""
+    fig = go.Figure()
+    wrong_below = [1.0 - v for v in sweep.wrong_above]
+    fig.add_trace(go.Scatter(x=sweep.thresholds, y=sweep.correct_above, name=f"correct answers with P ≥ t "
+                             f"(n={sweep.n_correct}): kept if t = low, answered if t = high",
+                             line=dict(color=DECISION_COLORS["answer"], width=3)))
+    fig.add_trace(go.Scatter(x=sweep.thresholds, y=wrong_below, name=f"wrong answers with P < t "
+                             f"(n={sweep.n_wrong}): removed if t = low, not answered if t = high",
+                             line=dict(color=DECISION_COLORS["abstain"], width=3)))
+    for (lo, hi), name, dash in ((sweep.configured, "configured", "dot"), (sweep.recommended, "recommended", "solid"),
+                                 ((low, high), "chosen", "dash")):
+        for v, which, pos in ((lo, "low", "bottom"), (hi, "high", "top")):
+            fig.add_vline(x=v, line=dict(dash=dash, width=1, color="#555"),
+                          annotation=dict(text=f"{name} {which} {v:.2f}", textangle=-90, font=dict(size=10)),
+                          annotation_position=f"{pos} right")
+    fig.update_layout(xaxis=dict(title="band threshold t = P(knows)", range=[0, 1]),
+                      yaxis=dict(title="share", range=[0, 1.02]))
+    return _layout(fig, f"Moving the bands ({sweep.source})").update_layout(height=420)
+
+
+def band_outcomes_markdown(sweep: BandSweep, low: float, high: float) -> str:
+    """The outcome split of correct and wrong answers at each pair of bands, and the gate.yaml lines to set them."""
+    head = ("| bands | correct: answered | hedged | abstained | wrong: answered | hedged | abstained (removed) |\n"
+            "|---|---|---|---|---|---|---|\n")
+    lines = []
+    for name, (lo, hi) in (("configured", sweep.configured), ("recommended", sweep.recommended),
+                           ("chosen (sliders)", (low, high))):
+        sh = sweep.shares(lo, hi)
+        cells = [f"{sh[kind][o]:.0%}" for kind in ("correct", "wrong") for o in OUTCOMES]
+        lines.append(f"| {name} {lo:.2f} / {hi:.2f} | " + " | ".join(cells) + " |")
+    return (head + "\n".join(lines) +
+            f"\n\nRecommended bands in `gate.yaml`:\n```yaml\n{yaml_lines(*sweep.recommended)}\n```\n"
+            f"The sliders' bands:\n```yaml\n{yaml_lines(low, high)}\n```")

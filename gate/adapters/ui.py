@@ -21,10 +21,11 @@ import torch
 from PIL import Image
 
 from gate.adapters import figures
-from gate.adapters.evaluation import ShippedEvaluation, load_evaluation
+from gate.adapters.evaluation import ShippedEvaluation, load_band_sweep, load_evaluation
 from gate.config import Settings
 from gate.engine.features import band_layers
-from gate.engine.loading import DEFAULT_MODEL, model_slug
+from gate.engine.loading import model_slug
+from gate.models import known
 from gate.sidecar import sidecar_dir
 from gate.turns import Delta, GateView, TurnError, TurnOverrides, TurnResult
 from training.normalize import matches
@@ -221,9 +222,10 @@ def _evaluation_text(settings: Settings, found: ShippedEvaluation) -> str:
         return (f"**No evaluation shipped yet for `{settings.model.id}`** (looked in `{found.directory}`). "
                 "Train and evaluate a sidecar for this model to fill this tab.")
     notes = [f"Shipped evaluation from `{found.directory}`."]
-    if settings.model.id == DEFAULT_MODEL:
-        notes.append("The default model's weights went through 4-bit quantisation (Q4_1 GGUF) before conversion: "
-                     "these metrics are for that copy, not the original fp16 model.")
+    offline = known(settings.model.id)
+    if offline is not None and settings.model.id == offline.name:
+        notes.append(f"This is {offline.title}: its weights went through 4-bit quantisation before conversion, "
+                     "so these metrics are for that copy, not the original fp16 model.")
     notes += [f"⚠ {problem}" for problem in found.problems]
     return "\n\n".join(notes + [f"#### {name}\n\n{text}" for name, text in found.summaries.items()])
 
@@ -232,7 +234,24 @@ def _table(found: ShippedEvaluation) -> dict:
     return {"headers": found.columns or ["metrics.json"], "data": found.rows or [["(none shipped)"]]}
 
 
-def _evaluation_tab(settings: Settings, folder: Path) -> None:
+def _bands_view(folder: Path, low: float, high: float) -> tuple:
+    """The band-choosing figure and outcome table for the sliders' bands; a note when nothing is shipped."""
+    sweep = load_band_sweep(folder)
+    if sweep is None:
+        return None, (f"No band sweep shipped in `{folder}` (`python -m training.evaluate` writes "
+                      "bands.json with the metrics).")
+    return figures.band_sweep(sweep, low, high), figures.band_outcomes_markdown(sweep, low, high)
+
+
+def _evaluation_tab(settings: Settings, folder: Path, low: gr.Slider, high: gr.Slider) -> None:
+    gr.Markdown("#### Choosing bands\nHeld-out questions of this model: move the band sliders at the top and read "
+                "how many correct answers are kept and how many wrong ones removed.")
+    plot, table = _bands_view(folder, low.value, high.value)
+    bands_plot = gr.Plot(value=plot, label="bands", elem_id="eval-bands-plot")
+    bands_table = gr.Markdown(table, elem_id="eval-bands-table")
+    redraw = _user_errors(functools.partial(_bands_view, folder))
+    for slider in (low, high):
+        slider.change(redraw, [low, high], [bands_plot, bands_table])
     text, table, gallery = _evaluation_view(settings, folder)
     status = gr.Markdown(text, elem_id="eval-text")
     metrics = gr.Dataframe(value=table, label="every number in the shipped JSON files", interactive=False,
@@ -241,6 +260,7 @@ def _evaluation_tab(settings: Settings, folder: Path) -> None:
                         preview=False, elem_id="eval-figures")
     reload = gr.Button("Reload shipped metrics", elem_id="eval-reload")
     reload.click(_user_errors(functools.partial(_evaluation_view, settings, folder)), None, [status, metrics, images])
+    reload.click(redraw, [low, high], [bands_plot, bands_table])
 
 
 # ---------------------------------------------------------------- info
@@ -297,7 +317,7 @@ def build_ui(settings: Settings, gate: Gate) -> gr.Blocks:
             with gr.Tab("Head to head", elem_id="tab-h2h"):
                 _head_to_head_tab(settings, gate, question, low, high)
             with gr.Tab("Evaluation", elem_id="tab-eval"):
-                _evaluation_tab(settings, data_dir(model_slug(settings.model.id)))  # where training ships it
+                _evaluation_tab(settings, data_dir(model_slug(settings.model.id)), low, high)  # training ships it there
             with gr.Tab("Info", elem_id="tab-info"):
                 _info_tab(settings, gate)
     return demo

@@ -97,8 +97,9 @@ def normalize_messages(messages: list[dict]) -> list[dict]:
 
 
 def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
-    """Pin the system prompt (when the conversation has none) so training and serving see the same text."""
-    if system_prompt is None or (messages and messages[0]["role"] == "system"):
+    """Pin the system prompt (when the conversation has none) so training and serving see the same text;
+    None or "" pins nothing."""
+    if not system_prompt or (messages and messages[0]["role"] == "system"):
         return list(messages)
     return [{"role": "system", "content": system_prompt}, *messages]
 
@@ -110,7 +111,10 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict], syst
     A conversation the template refuses (some templates raise on roles out of order) or text no tokenizer
     can encode (a lone surrogate) is the request's fault: TurnError, never a crash.
     """
-    turns = for_template(tokenizer, with_system(messages, system_prompt))
+    messages = with_system(messages, system_prompt)
+    if not tokenizer.chat_template:  # a base model reads the messages' text as a plain prompt after its BOS token
+        return (tokenizer.bos_token or "") + "\n\n".join(m["content"] for m in messages)
+    turns = for_template(tokenizer, messages)
     try:
         prompt = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True, **template_kwargs)
         prompt.encode("utf-8")

