@@ -22,7 +22,7 @@ def test_bad_config_exits_with_message(tmp_path):
 
 def test_probe_prints_every_layer(capsys, engine, monkeypatch):
     import gate.pipeline
-    monkeypatch.setattr(gate.pipeline, "Engine", lambda settings: engine)  # reuse the session's loaded model
+    monkeypatch.setattr(gate.pipeline, "load_engine", lambda settings: engine)  # reuse the session's loaded model
     main(["probe", "What is the capital of France?"])
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.strip()[:1].isdigit()]

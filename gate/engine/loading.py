@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel,
+                          PreTrainedTokenizerBase)
 
 from gate.config import ModelSettings
 
@@ -76,12 +77,8 @@ def default_model_dir(cache_dir: str) -> Path:
     return target
 
 
-def load_model(settings: ModelSettings) -> LoadedModel:
-    """Load tokenizer and causal LM on the configured device and dtype, in eval mode."""
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    device = resolve_device(settings.device)
-    dtype = resolve_dtype(settings.dtype, device)
+def model_source(settings: ModelSettings) -> tuple[str | Path, PretrainedConfig]:
+    """Where the model loads from (the converted copy for the default) and its config, checked as supported."""
     source: str | Path = settings.id
     if settings.id == DEFAULT_MODEL:
         source = default_model_dir(settings.cache_dir)
@@ -92,6 +89,16 @@ def load_model(settings: ModelSettings) -> LoadedModel:
                              f"on the hub ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     from gate.engine.arch import check_supported  # late import: arch needs no model, only its config
     check_supported(config)
+    return source, config
+
+
+def load_model(settings: ModelSettings) -> LoadedModel:
+    """Load tokenizer and causal LM on the configured device and dtype, in eval mode."""
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    source, _ = model_source(settings)
     tokenizer = AutoTokenizer.from_pretrained(source)
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
