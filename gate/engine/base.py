@@ -27,6 +27,11 @@ ENGINES = {"transformers": "gate.engine.runtime:Engine", "vllm": "gate.engine.vl
 LensTop = list[list[tuple[int, float]]]  # per layer: (token id, probability) of the lens at the final position
 
 
+def as_lens_top(ids, probs) -> LensTop:
+    """Lens top-k as plain lists, from arrays [L, k] of ids and probabilities (torch or numpy)."""
+    return [list(zip(i, p)) for i, p in zip(ids.tolist(), probs.tolist())]
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """What a sidecar checkpoint must match, and what the views show: read from the model's config."""

@@ -11,12 +11,12 @@ import torch
 
 from gate.config import Settings
 from gate.engine.arch import ArchMap, arch_map
-from gate.engine.base import LensTop, ModelShape, ReadPrompt, TurnEngine
+from gate.engine.base import LensTop, ModelShape, ReadPrompt, TurnEngine, as_lens_top
 from gate.engine.capture import Capture, capture
 from gate.engine.chat import thinking_format
 from gate.engine.features import Features, compute_features
 from gate.engine.generate import Prefill, SamplingParams, continue_tokens, prefill, stop_token_ids
-from gate.engine.lens import lens_logits
+from gate.engine.lens import top_tokens
 from gate.engine.loading import LoadedModel, load_model
 
 
@@ -27,16 +27,11 @@ class Probe:
     input_ids: torch.Tensor
 
 
-def top_tokens(arch: ArchMap, resid: torch.Tensor, k: int) -> LensTop:
-    """Top-k tokens of the lens per layer for residuals [L, d] at the final position."""
-    top = torch.softmax(lens_logits(arch, resid), -1).topk(k, dim=-1)
-    return [list(zip(ids.tolist(), vals.tolist())) for ids, vals in zip(top.indices, top.values)]
-
-
 class _Read(ReadPrompt):
     """The prompt's forward (probe or plain prefill); decoding continues from its cache."""
 
-    def __init__(self, engine: "Engine", state: Capture | Prefill, features: Features | None, lens: LensTop | None):
+    def __init__(self, engine: "Engine", state: Capture | Prefill, features: Features | None,
+                 lens: LensTop | None):
         self.engine, self.state, self.features, self.lens = engine, state, features, lens
 
     def tokens(self, extra_ids: list[int], params: SamplingParams) -> Iterator[int]:
@@ -81,7 +76,7 @@ class Engine(TurnEngine):
         if not probe:
             return _Read(self, prefill(self.model, input_ids, mask), None, None)
         got = self.probe_ids(input_ids, mask)
-        lens = top_tokens(self.arch, got.capture.resid[0, :, -1], lens_top) if lens_top else None
+        lens = as_lens_top(*top_tokens(self.arch, got.capture.resid[0, :, -1], lens_top)) if lens_top else None
         return _Read(self, got.capture, got.features, lens)
 
     def weight_bytes(self) -> int:
