@@ -1,9 +1,10 @@
 """Serving one blocking Gate to many async clients: first come, first served, and a turn can be called off.
 
-The Gate runs one turn at a time and blocks while it computes, so each turn gets its own worker thread and
-the event loop stays free. Turns are admitted in arrival order (asyncio.Lock wakes waiters FIFO); a client
-that leaves while queued simply leaves the queue. The slot is released by the worker thread itself once
-the Gate's generator is closed, so the engine is free before the next turn starts, whatever the client did.
+The Gate blocks while it computes, so each turn gets its own worker thread and the event loop stays free.
+The engine serves `max_turns` turns at once (the transformers engine one, the vLLM engine many); the rest
+wait, admitted in arrival order (asyncio.Semaphore wakes waiters FIFO); a client that leaves while queued
+simply leaves the queue. A slot is released by the worker thread itself once the Gate's generator is
+closed, so the engine is free before the next turn starts, whatever the client did.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 @dataclass
 class RunnerStats:
     """Counters shown by /health: what is running and waiting, and how finished turns ended."""
-    running: bool = False
+    running: int = 0
     waiting: int = 0
     served: int = 0
     failed: int = 0
@@ -86,7 +87,7 @@ class TurnRunner:
     def __init__(self, gate: Gate):
         self.gate = gate
         self.stats = RunnerStats()
-        self._slot = asyncio.Lock()
+        self._slot = asyncio.Semaphore(gate.engine.max_turns)
 
     async def start(self, messages: list[dict], overrides: TurnOverrides) -> Turn:
         """Wait for this request's turn (FIFO), then start it. Cancelling the wait leaves the queue."""
@@ -95,7 +96,7 @@ class TurnRunner:
             await self._slot.acquire()
         finally:
             self.stats.waiting -= 1
-        self.stats.running = True
+        self.stats.running += 1
         try:
             return Turn(self, messages, overrides)
         except BaseException:
@@ -103,6 +104,6 @@ class TurnRunner:
             raise
 
     def _release(self, outcome: Literal["served", "failed", "cancelled"]) -> None:
-        self.stats.running = False
+        self.stats.running -= 1
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         self._slot.release()
