@@ -1,9 +1,10 @@
 """Transformers vs vLLM engine behind the real server: 1, 8 and 16 concurrent streaming clients, gated
 (`seed` mode: probe, P(knows), seed, generation) and ungated (`off`), one table.
 
-    .venv/bin/python bench/bench_engines.py [--clients 1 8 16] [--per-client 3] [--tokens 50] [--max-tokens 32]
+    .venv/bin/python bench/bench_engines.py [--clients 1 8 16] [--per-client 1] [--tokens 50] [--max-tokens 16]
 
-Each engine serves from its own `gate serve` process (same settings but `model.engine`), started once.
+Each engine serves from its own `gate serve` process (same settings but `model.engine`); both are up at
+once and the cells alternate between them, so load drift on a shared machine hits both alike.
 Every client streams its requests back to back with the `openai` client; requests/s = finished requests /
 wall time of the cell, TTFT = request sent → first chunk carrying text (after the role/gate chunk),
 tokens/s = completion tokens (from usage) / wall time. Prompts are distinct questions padded to about
@@ -14,6 +15,7 @@ or an error event) counts in `failed`, not in requests/s. The two targets are pr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -63,15 +65,16 @@ def one(client: openai.OpenAI, model: str, messages: list[dict], mode: str, max_
 def cell(client: openai.OpenAI, model: str, turns: list[list[dict]], clients: int, per_client: int, mode: str,
          max_tokens: int) -> dict:
     """`clients` threads, each streaming `per_client` requests back to back."""
-    ttfts, tokens, failed = [], 0, 0
+    ttfts, tokens, failed, errors = [], 0, 0, set()
 
     def worker(c: int) -> None:
         nonlocal tokens, failed
         for r in range(per_client):
             try:
                 first, used = one(client, model, turns[(c * per_client + r) % len(turns)], mode, max_tokens)
-            except Exception:
+            except Exception as exc:
                 failed += 1
+                errors.add(f"{type(exc).__name__}: {exc}"[:200])
                 continue
             ttfts.append(first)
             tokens += used
@@ -80,7 +83,7 @@ def cell(client: openai.OpenAI, model: str, turns: list[list[dict]], clients: in
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(worker, range(clients)))
     wall = time.perf_counter() - start
-    return {"requests": len(ttfts), "failed": failed, "rps": len(ttfts) / wall, "tps": tokens / wall,
+    return {"requests": len(ttfts), "failed": failed, "errors": errors, "rps": len(ttfts) / wall, "tps": tokens / wall,
             "p50": 1000 * statistics.median(ttfts) if ttfts else float("nan"),
             "p95": 1000 * float(np.percentile(ttfts, 95)) if ttfts else float("nan")}
 
@@ -88,9 +91,9 @@ def cell(client: openai.OpenAI, model: str, turns: list[list[dict]], clients: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 16])
-    ap.add_argument("--per-client", type=int, default=3, help="requests each client streams (1 client: 3× more)")
+    ap.add_argument("--per-client", type=int, default=1, help="requests each client streams (1 client: 3× more)")
     ap.add_argument("--tokens", type=int, default=50, help="prompt tokens, about")
-    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the transformers server")
     ap.add_argument("--engines", nargs="+", default=["transformers", "vllm"])
     ap.add_argument("--config", default=None)
@@ -100,25 +103,31 @@ def main() -> None:
     turns = prompts(Engine(base), 64, args.tokens)
     model = base.server.model_name or base.model.id
     results: dict[tuple[str, str, int], dict] = {}
-    for name in args.engines:
-        settings = base.model_copy(deep=True)
-        settings.model.engine = name
-        with server_process(settings, args.threads, timeout_s=900) as url:
-            client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
+    with contextlib.ExitStack() as stack:
+        clients_of = {}
+        for name in args.engines:  # both servers up at once, cells interleaved: load drift hits both alike
+            settings = base.model_copy(deep=True)
+            settings.model.engine = name
+            url = stack.enter_context(server_process(settings, args.threads, timeout_s=900))
+            clients_of[name] = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=1800)
             for mode in ("seed", "off"):
-                one(client, model, turns[0], mode, 4)  # warm-up
-            for clients in args.clients:
-                per = args.per_client * (3 if clients == 1 else 1)
-                for mode in ("seed", "off"):  # gated, ungated, back to back at each load
+                one(clients_of[name], model, turns[0], mode, 4)  # warm-up
+        for clients in args.clients:
+            per = args.per_client * (3 if clients == 1 else 1)
+            for mode in ("seed", "off"):  # gated, ungated
+                for name, client in clients_of.items():
                     results[name, mode, clients] = r = cell(client, model, turns, clients, per, mode, args.max_tokens)
-                    print(f"  {name} {mode} {clients} clients: {r['rps']:.2f} req/s", flush=True)
+                    print(f"  {name} {mode} {clients} clients: {r['rps']:.2f} req/s, {r['failed']} failed", flush=True)
     print(f"\nmodel {model}, dtype {base.model.dtype}, ~{args.tokens}-token prompts, max_tokens {args.max_tokens}, "
           f"greedy; gated = seed mode, ungated = off")
     print("| engine | gate | clients | requests | failed | req/s | TTFT p50 ms | TTFT p95 ms | tokens/s |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for (name, mode, clients), r in results.items():
+    for (name, mode, clients), r in sorted(results.items(), key=lambda kv: (kv[0][0], kv[0][1] == "off", kv[0][2])):
         print(f"| {name} | {'gated' if mode == 'seed' else 'ungated'} | {clients} | {r['requests']} | {r['failed']} | "
               f"{r['rps']:.2f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['tps']:.1f} |")
+    for (name, mode, clients), r in results.items():
+        for error in r["errors"]:
+            print(f"failed ({name} {mode} {clients} clients): {error}")
     if {"transformers", "vllm"} <= set(args.engines):
         for clients in args.clients:
             speedup = results["vllm", "seed", clients]["rps"] / results["transformers", "seed", clients]["rps"]

@@ -3,7 +3,8 @@
 A turn runs ONE prompt forward: the probe (with hooks) is also the generation's prefill. The sidecar
 turns its features into P(knows), the policy picks a band, the seed opens the thought, and decoding
 continues from the probe's KV cache (the seed's tokens are one more forward on that cache; the prompt is
-never run twice). In `off` mode the prompt forward runs without hooks (the baseline). `gate` mode below
+never run twice; on vLLM the generation request reuses the probe's KV blocks through prefix caching and
+recomputes only the tokens after the last full block). In `off` mode the prompt forward runs without hooks (the baseline). `gate` mode below
 the low band returns the configured abstention without generating.
 
 A stream yields GateView (before any generated token), then Delta pieces (the seed first, on the
