@@ -68,11 +68,13 @@ def test_reading_straddles_two_prefill_chunks(engine, vllm_engine):
     _assert_agree(vllm_engine.read(ids, probe=True).features, engine.read(ids, probe=True).features)
 
 
-def test_repeated_prompt_is_read_again_not_from_the_cache(engine, vllm_engine, reference):
-    """The probe never reads the prefix cache, so a prompt seen before is read whole, the same way."""
-    ids = _ids(engine, PROMPTS[0])
+def test_repeated_prompt_reads_the_cache_up_to_its_last_positions(engine, vllm_engine):
+    """A prompt seen before (here 80 tokens: two full blocks cached) is probed again from the prefix cache,
+    except its last positions, which the probe computes: the features are the same."""
+    ids = engine.tokens(engine.prompt([{"role": "user", "content": "Tell me about rivers. " * 20}]))[:80]
+    want = engine.read(ids, probe=True).features
     for _ in range(2):
-        _assert_agree(vllm_engine.read(ids, probe=True).features, reference[0])
+        _assert_agree(vllm_engine.read(ids, probe=True).features, want)
 
 
 def test_probe_view_lens_agrees(engine, vllm_engine):

@@ -1,7 +1,8 @@
 """The vLLM engine: many turns at once, the gate read inside vLLM's own prefill.
 
-A gated turn is two vLLM requests. The probe (the prompt, one token, never read from the prefix cache so
-that its last K positions are computed) runs through vLLM's ordinary scheduler with continuous batching;
+A gated turn is two vLLM requests. The probe (the prompt, one token; it reads the prefix cache only up to
+its last K positions, which its own forward must compute: vllm_scheduler.py) runs through vLLM's
+scheduler with continuous batching;
 the worker extension (vllm_worker.py) reads the probe's internals during that prefill and keeps its
 features, which `collective_rpc("gate_take")` hands over as small arrays. Then the generation request —
 prompt + seed — reuses the prompt's KV blocks through prefix caching (only the tail after the last full
@@ -30,7 +31,7 @@ from gate.engine.chat import thinking_format
 from gate.engine.features import Features
 from gate.engine.generate import SamplingParams, stop_token_ids
 from gate.engine.loading import model_source, resolve_device, resolve_dtype
-from gate.engine.vllm_worker import LENS_TOP, PROBE, unpack, vllm_family
+from gate.engine.vllm_worker import COMPUTE, LENS_TOP, PROBE, unpack, vllm_family
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,6 +69,7 @@ class VllmEngine(TurnEngine):
             model=str(source), dtype=str(self.dtype).removeprefix("torch."), block_size=v.block_size,
             enable_prefix_caching=True, enforce_eager=True,
             worker_extension_cls="gate.engine.vllm_worker.GateWorkerExtension",
+            scheduler_cls="gate.engine.vllm_scheduler.GateScheduler",
             kv_cache_memory_bytes=None if v.kv_cache_gb is None else int(v.kv_cache_gb * 2 ** 30),
             disable_log_stats=True, **v.engine_args)
         self._loop = asyncio.new_event_loop()
@@ -118,11 +120,11 @@ class VllmEngine(TurnEngine):
     # ---- on the engine's loop -------------------------------------------------------------------------
 
     async def _probe(self, ids: list[int], lens_top: int) -> tuple[Features, Any]:
-        """The prompt's prefill with the gate's hooks (one token, no prefix-cache read), then its features."""
+        """The prompt's prefill with the gate's hooks (one token), then its features."""
         from vllm import SamplingParams as VllmParams, TokensPrompt
         key = uuid.uuid4().hex
-        params = VllmParams(max_tokens=1, temperature=0.0, detokenize=False, skip_reading_prefix_cache=True,
-                            extra_args={PROBE: key, LENS_TOP: lens_top})
+        params = VllmParams(max_tokens=1, temperature=0.0, detokenize=False,
+                            extra_args={PROBE: key, LENS_TOP: lens_top, COMPUTE: self.settings.features.positions})
         async for _ in self._llm.generate(TokensPrompt(prompt_token_ids=ids), params, request_id=f"probe-{key}"):
             pass
         (blob,) = (await self._llm.collective_rpc("gate_take", args=([key],)))[0]

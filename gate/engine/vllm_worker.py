@@ -30,7 +30,8 @@ from gate.engine.features import Features, compute_features
 from gate.engine.lens import top_tokens
 
 PROBE = "gate_probe"        # SamplingParams.extra_args: the key a probe's features are kept under
-LENS_TOP = "gate_lens_top"  # ... and how many lens tokens per layer to report (the probe view), 0: none
+LENS_TOP = "gate_lens_top"  # ... how many lens tokens per layer to report (the probe view), 0: none
+COMPUTE = "gate_compute"    # ... and how many last prompt positions its own forward must compute (K)
 SIGNALS = ("resid", "resid_mid", "write")
 # Families whose vLLM decoder layers have the layout read here (Gemma 4's PLE and layer scalar are not read).
 VLLM_FAMILIES = {name for name in FAMILIES if not name.startswith("gemma4")}
