@@ -95,7 +95,7 @@ def main() -> None:
     settings.server.ui, settings.server.api_key = False, None
     gate = Gate(settings)
     model = settings.server.model_name or settings.model.id
-    print(f"model {gate.engine.loaded.model_id} on {gate.engine.device}, {torch.get_num_threads()} torch threads, "
+    print(f"model {gate.engine.model_id} on {gate.engine.device}, {torch.get_num_threads()} torch threads, "
           f"mode {settings.policy.mode}, sidecar {'loaded' if gate.sidecar is not None else 'none (not gated)'}, "
           f"max_tokens {args.max_tokens}")
     with server_process(settings, torch.get_num_threads()) as base:

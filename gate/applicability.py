@@ -110,7 +110,7 @@ def _balanced(y: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
 
 def load_for(engine) -> Applicability | None:
     """The trained applicability head for this engine's model (next to its sidecar); None if there is none."""
-    directory = sidecar_dir(engine.settings, engine.loaded.model_id)
+    directory = sidecar_dir(engine.settings, engine.model_id)
     if not (directory / FILE).exists():
         return None
     return Applicability.load(directory, model_signature(engine))

@@ -18,7 +18,7 @@ def _probe(settings: Settings, args: argparse.Namespace) -> None:
     gate = Gate(settings)
     report = gate.probe([{"role": "user", "content": args.question}])
     cols = [LAYER_FEATURES.index(c) for c in _PROBE_COLUMNS]
-    print(f"model {gate.engine.loaded.model_id} · {report.prompt_tokens} prompt tokens · "
+    print(f"model {gate.engine.model_id} · {report.prompt_tokens} prompt tokens · "
           f"probe {report.gate.probe_ms:.0f} ms")
     print(f"{'layer':>5} {'entropy':>8} {'margin':>7} {'KL':>7} {'write':>7} {'peak':>7}  lens top-1")
     for layer, (row, top) in enumerate(zip(report.features.layer[0], report.lens)):

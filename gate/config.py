@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -18,6 +18,9 @@ class _Strict(BaseModel):
 
 class ModelSettings(_Strict):
     id: str = "smollm2-135m-instruct"
+    engine: Literal["transformers", "vllm"] = Field(
+        "transformers", description="transformers: one turn at a time in this process; vllm: many turns at "
+        "once, the gate read inside vLLM's own prefill (settings in the `vllm` section)")
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto = the model profile's preference, else bfloat16 on CUDA/MPS and on CPUs that "
@@ -111,12 +114,40 @@ class ServerSettings(_Strict):
                                     "(CORS), e.g. [\"http://localhost:3000\"] or [\"*\"]; empty = CORS off")
 
 
+# Engine arguments the vLLM engine sets itself (from the settings named here), so they cannot be passed through.
+VLLM_OWNED = {"model": "model.id", "tokenizer": "model.id", "dtype": "model.dtype", "block_size": "vllm.block_size",
+              "kv_cache_memory_bytes": "vllm.kv_cache_gb", "enable_prefix_caching": "always on (the seed reuses "
+              "the prompt's KV)", "enforce_eager": "always on (hooks do not fire in compiled graphs)",
+              "worker_extension_cls": "the gate's hooks", "scheduler_cls": "the gate's (probes' cache reads)",
+              "pipeline_parallel_size": "not supported (the hooks "
+              "read every layer on one rank)"}
+
+
+class VllmSettings(_Strict):
+    block_size: int = Field(32, ge=1, description="KV block size; prefix caching reuses whole blocks only, so "
+                            "small blocks reuse more of the prompt (the CPU backend wants a multiple of 32)")
+    kv_cache_gb: float | None = Field(1.0, gt=0, description="KV cache size; None: vLLM's default (on GPUs a "
+                                      "fraction of memory, engine_args.gpu_memory_utilization)")
+    max_turns: int = Field(64, ge=1, description="turns served at once; more wait in the server's queue")
+    engine_args: dict[str, Any] = Field(default_factory=dict, description="passed to vLLM's engine as is: "
+                                        "tensor_parallel_size, max_model_len, max_num_seqs, ...")
+
+    @field_validator("engine_args")
+    @classmethod
+    def _not_owned(cls, args: dict[str, Any]) -> dict[str, Any]:
+        owned = [f"{k} ({VLLM_OWNED[k]})" for k in args if k in VLLM_OWNED]
+        if owned:
+            raise ValueError(f"set by the gate, not here: {', '.join(owned)}")
+        return args
+
+
 class Settings(_Strict):
     model: ModelSettings = ModelSettings()
     features: FeatureSettings = FeatureSettings()
     policy: PolicySettings = PolicySettings()
     generation: GenerationSettings = GenerationSettings()
     server: ServerSettings = ServerSettings()
+    vllm: VllmSettings = VllmSettings()
     sidecar_dir: str = "ckpts"
 
     @model_validator(mode="after")

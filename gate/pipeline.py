@@ -4,38 +4,38 @@ A turn runs ONE prompt forward: the probe (with hooks) is also the generation's 
 head reads its features as P(factual) — a turn that is not a knowledge question passes untouched — and the
 sidecar turns them into P(knows); the policy picks a band, the seed opens the thought, and decoding
 continues from the probe's KV cache (the seed's tokens are one more forward on that cache; the prompt is
-never run twice). In `off` mode the prompt forward runs without hooks (the baseline). `gate` mode below
+never run twice; on vLLM the generation request reuses the probe's KV blocks through prefix caching and
+recomputes only the tokens after the last full block). In `off` mode the prompt forward runs without hooks (the baseline). `gate` mode below
 the low band returns the configured abstention without generating.
 
 A stream yields GateView (before any generated token), then Delta pieces (the seed first, on the
 reasoning channel, when the model has a thinking channel), then the TurnResult; joining the Deltas of a
 channel gives exactly that channel's text in the result. Stop strings apply to the answer (content).
 
-Thread safety: one model instance serves one turn at a time. Each turn holds `Gate.lock` (a plain
-`threading.Lock`) from its prompt forward to its last token; waiting turns are admitted in whatever
-order the OS wakes them (no strict FIFO). A stream holds the lock until it is exhausted or closed,
-so adapters must close a stream they abandon (a client that disconnects).
+The engine (gate/engine/base.py) does the model work: the transformers engine in this process, or vLLM.
+Thread safety: each turn holds `Gate.lock` (the engine's `turn_lock`) from its prompt read to its last
+token. The transformers engine serves one turn at a time (a plain `threading.Lock`; waiting turns are
+admitted in whatever order the OS wakes them, no strict FIFO); the vLLM engine's lock is a no-op, so many
+turns run at once, batched by vLLM. A stream holds the lock until it is exhausted or closed, so adapters
+must close a stream they abandon (a client that disconnects).
 Validation, templating and tokenisation run in the caller's thread before the lock (tokenisation never
 pads, so the shared fast tokenizer is never reconfigured under a concurrent turn).
 Timings count from the moment the turn gets the model; time spent waiting for the lock is excluded.
 """
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-import torch
 from pydantic import ValidationError
 
 from gate.config import Bands, GenerationSettings, Settings
 from gate.engine.chat import normalize_messages, opens_thought, seed_opening
 from gate.engine.features import Features
-from gate.engine.generate import SamplingParams, continue_tokens, prefill
-from gate.engine.lens import lens_logits
+from gate.engine.base import TurnEngine, load_engine
+from gate.engine.generate import SamplingParams
 from gate.engine.reply import ReplySplitter
-from gate.engine.runtime import Engine
 from gate.policy import decide, resolve_bands, resolve_threshold, seed_text
 from gate.turns import Delta, GateView, Mode, PromptTooLong, TurnError, TurnEvent, TurnOverrides, TurnResult
 
@@ -65,19 +65,18 @@ class _Turn:
     factual_threshold: float
     params: SamplingParams
     prompt: str
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
+    ids: list[int]
 
 
 class Gate:
-    """A loaded model + its sidecar + the policy, serving chat turns one at a time."""
+    """A loaded engine + its sidecar + the policy, serving chat turns (as many at once as the engine can)."""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None, sidecar: Any = _LOAD,
+    def __init__(self, settings: Settings, engine: TurnEngine | None = None, sidecar: Any = _LOAD,
                  applicability: Any = _LOAD):
         """`sidecar` / `applicability`: by default the checkpoints for this model (None if there are none);
         tests pass their own."""
         self.settings = settings
-        self.engine = engine or Engine(settings)
+        self.engine = engine or load_engine(settings)
         if sidecar is _LOAD:
             from gate.sidecar import load_for
             sidecar = load_for(self.engine)
@@ -86,10 +85,9 @@ class Gate:
             applicability = load_applicability(self.engine)
         self.sidecar = sidecar  # anything with predict_proba(Features) -> [B]
         self.applicability = applicability  # P(factual), the same interface
-        self.lock = threading.Lock()
-        self.eos_ids = self.engine.stop_ids
-        text_config = self.engine.model.config.get_text_config()
-        self.context_window: int = getattr(text_config, "max_position_embeddings", None) or 2 ** 31
+        self.lock = self.engine.turn_lock
+        self.eos_ids = self.engine.eos_ids
+        self.context_window = self.engine.context_window
 
     # ---- public API -------------------------------------------------------------------------------
 
@@ -119,16 +117,13 @@ class Gate:
     def probe(self, messages: list[dict], overrides: TurnOverrides | None = None) -> ProbeReport:
         """Read the prompt as it would be served and report what the gate sees; generates nothing."""
         turn = self._prepare(messages, overrides or TurnOverrides(), budget=0)
-        with self.lock, torch.inference_mode():
+        with self.lock:
             start = time.perf_counter()
-            probe = self.engine.probe_ids(turn.input_ids, turn.attention_mask)
-            view = self._view(turn, probe.features, start)
-            final = probe.capture.resid[0, :, -1]                       # [L, d] final prompt position
-            top = torch.softmax(lens_logits(self.engine.arch, final), -1).topk(LENS_TOP_K, dim=-1)
+            read = self.engine.read(turn.ids, probe=True, lens_top=LENS_TOP_K)
+            view = self._view(turn, read.features, start)
         tok = self.engine.tokenizer
-        lens = [[(tok.decode([i]), float(v)) for i, v in zip(ids.tolist(), vals.tolist())]
-                for ids, vals in zip(top.indices, top.values)]
-        return ProbeReport(view, turn.prompt, int(turn.input_ids.shape[1]), probe.features[:1], lens)
+        lens = [[(tok.decode([i]), float(v)) for i, v in layer] for layer in read.lens]
+        return ProbeReport(view, turn.prompt, len(turn.ids), read.features[:1], lens)
 
     # ---- one turn ---------------------------------------------------------------------------------
 
@@ -154,26 +149,21 @@ class Gate:
         if ov.seed is not None and (isinstance(ov.seed, bool) or not isinstance(ov.seed, int)):
             raise TurnError("seed must be an integer", param="seed")
         prompt = self.engine.prompt(normalize_messages(messages))
-        ids = torch.tensor([self._tokens(prompt)], dtype=torch.long, device=self.engine.device)
-        mask = torch.ones_like(ids)
-        needed = ids.shape[1] + (self._seed_room(prompt, mode) + gen.max_tokens if budget is None else budget)
+        ids = self.engine.tokens(prompt)
+        needed = len(ids) + (self._seed_room(prompt, mode) + gen.max_tokens if budget is None else budget)
         if needed > self.context_window:
-            raise PromptTooLong(f"the prompt has {ids.shape[1]} tokens; with the seed and max_tokens="
+            raise PromptTooLong(f"the prompt has {len(ids)} tokens; with the seed and max_tokens="
                                 f"{gen.max_tokens} the turn needs {needed}, beyond the model's context window "
                                 f"of {self.context_window}", param="messages", code="context_length_exceeded")
-        return _Turn(mode, bands, threshold, params, prompt, ids, mask)
+        return _Turn(mode, bands, threshold, params, prompt, ids)
 
     def _seed_room(self, prompt: str, mode: Mode) -> int:
         """Tokens the longest seed may add (0 in off mode), so a too-long turn fails before the probe."""
         if mode == "off":
             return 0
         seeds = self.settings.policy.seeds
-        return max(len(self._tokens(seed_opening(prompt, self.engine.thinking, seed_text(seeds, d, 1.0))))
+        return max(len(self.engine.tokens(seed_opening(prompt, self.engine.thinking, seed_text(seeds, d, 1.0))))
                    for d in ("answer", "hedge", "abstain"))
-
-    def _tokens(self, text: str) -> list[int]:
-        """One text, never padded: a fast tokenizer whose padding state never changes is safe across threads."""
-        return self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _view(self, turn: _Turn, features: Features | None, start: float) -> GateView:
         """The gate's reading; in `off` mode (no features) nothing is read or seeded, and a missing sidecar is
@@ -183,7 +173,7 @@ class Gate:
         p, p_factual = read(self.sidecar), read(self.applicability)
         ms = _ms_since(start)
         if p is None:
-            note = None if turn.mode == "off" else f"no sidecar for {self.engine.loaded.model_id}: not gated"
+            note = None if turn.mode == "off" else f"no sidecar for {self.engine.model_id}: not gated"
             return GateView(None, None, turn.mode, bands, None, ms, note, p_factual, turn.factual_threshold)
         decision = decide(p, turn.bands, p_factual, turn.factual_threshold)
         seed = None if turn.mode == "off" else seed_text(self.settings.policy.seeds, decision, p)
@@ -196,14 +186,10 @@ class Gate:
     def _generate(self, turn: _Turn) -> Iterator[TurnEvent]:
         engine, fmt = self.engine, self.engine.thinking
         start = time.perf_counter()
-        if turn.mode == "off":
-            cache, features = prefill(engine.model, turn.input_ids, turn.attention_mask), None
-        else:
-            probe = engine.probe_ids(turn.input_ids, turn.attention_mask)
-            cache, features = probe.capture, probe.features
-        view = self._view(turn, features, start)
+        read = engine.read(turn.ids, probe=turn.mode != "off")
+        view = self._view(turn, read.features, start)
         yield view
-        prompt_tokens = int(turn.input_ids.shape[1])
+        prompt_tokens = len(turn.ids)
 
         if turn.mode == "gate" and view.decision == "abstain":
             first, text = _ms_since(start), self.settings.policy.abstention
@@ -212,18 +198,16 @@ class Gate:
             return
 
         seed = view.seed_text
-        extra_ids = torch.tensor([self._tokens(seed_opening(turn.prompt, fmt, seed) if seed else "")],
-                                 dtype=torch.long, device=engine.device)
+        extra_ids = engine.tokens(seed_opening(turn.prompt, fmt, seed)) if seed else []
         in_thought = opens_thought(turn.prompt, fmt) or bool(seed and fmt.has_channel)
         splitter = ReplySplitter(engine.tokenizer, fmt, in_thought, turn.params.stop)
         if seed and fmt.has_channel:  # the seed is the start of the model's visible thought
             splitter.text["reasoning"] = seed
             yield Delta("reasoning", seed)
-        steps = continue_tokens(engine.model, cache, turn.params, self.eos_ids, extra_ids)
+        steps = read.tokens(extra_ids, turn.params)
         first, count, finish = None, 0, "length"
         try:
-            for tok in steps:
-                token_id = int(tok[0])
+            for token_id in steps:
                 first = first if first is not None else _ms_since(start)
                 if token_id in self.eos_ids:
                     finish = "stop"

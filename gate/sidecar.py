@@ -39,12 +39,12 @@ def model_signature(engine) -> dict:
     """What a checkpoint must match for this engine: the model and the exact feature layout it reads, plus the
     dtype its features are computed in (checked loosely: see DTYPE_KEY)."""
     fs = engine.settings.features
-    return {"model_id": engine.loaded.model_id, "num_layers": engine.arch.num_layers,
-            "hidden_size": engine.arch.hidden_size, "vocab_size": engine.arch.vocab_size,
+    return {"model_id": engine.model_id, "num_layers": engine.shape.num_layers,
+            "hidden_size": engine.shape.hidden_size, "vocab_size": engine.shape.vocab_size,
             "layer_features": list(LAYER_FEATURES), "global_features": list(GLOBAL_FEATURES),
             "hidden_depths": [float(d) for d in fs.hidden_depths], "positions": int(fs.positions),
             "recall_band": [float(b) for b in fs.recall_band],
-            DTYPE_KEY: str(engine.loaded.dtype).removeprefix("torch.")}
+            DTYPE_KEY: str(engine.dtype).removeprefix("torch.")}
 
 
 def _check_dtype(directory: Path, saved: dict, signature: dict) -> None:
@@ -293,7 +293,7 @@ class Sidecar:
 def load_for(engine) -> Sidecar | None:
     """The shipped/trained sidecar for this engine's model; None if there is none; SidecarMismatch if it
     exists but was trained for another model or feature layout."""
-    directory = sidecar_dir(engine.settings, engine.loaded.model_id)
+    directory = sidecar_dir(engine.settings, engine.model_id)
     if not (directory / "config.json").exists():
         return None
     return Sidecar.load(directory, model_signature(engine))

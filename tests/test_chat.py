@@ -8,7 +8,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import Gemma4ForCausalLM, Gemma4TextConfig, PreTrainedTokenizerFast
 
-import gate.pipeline
+import gate.engine.runtime
 from gate.config import Settings
 from gate.engine.chat import opens_thought, seed_opening, thinking_format
 from gate.engine.loading import LoadedModel
@@ -94,13 +94,13 @@ def test_gemma4_reply_splits_thought_from_answer(gemma4_engine):
 
 def test_gemma4_seeded_turn_continues_inside_the_thought(gemma4_engine, monkeypatch):
     seen = {}
-    real = gate.pipeline.continue_tokens
+    real = gate.engine.runtime.continue_tokens
 
     def spy(model, cap, params, eos_ids, extra_ids=None):
         seen["extra"] = gemma4_engine.tokenizer.decode(extra_ids[0])
         yield from real(model, cap, params, eos_ids, extra_ids)
 
-    monkeypatch.setattr(gate.pipeline, "continue_tokens", spy)
+    monkeypatch.setattr(gate.engine.runtime, "continue_tokens", spy)
     g = Gate(gemma4_engine.settings, engine=gemma4_engine, sidecar=FixedSidecar(0.55))
     result = g.chat(QUESTION, TurnOverrides(mode="seed", max_tokens=6))
     seed = result.gate.seed_text
@@ -139,7 +139,7 @@ def test_gate_mode_abstains_without_generating(make_gate, monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("generation must not run when the gate abstains")
 
-    monkeypatch.setattr(gate.pipeline, "continue_tokens", never)
+    monkeypatch.setattr(gate.engine.runtime, "continue_tokens", never)
     g = make_gate(0.39)
     result = g.chat(QUESTION, TurnOverrides(mode="gate"))
     assert result.content == g.settings.policy.abstention and result.finish_reason == "abstain"

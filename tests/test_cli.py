@@ -36,7 +36,7 @@ def test_config_prints_valid_yaml_and_the_model_profile(tmp_path, capsys):
 
 def test_probe_prints_every_layer(capsys, engine, monkeypatch):
     import gate.pipeline
-    monkeypatch.setattr(gate.pipeline, "Engine", lambda settings: engine)  # reuse the session's loaded model
+    monkeypatch.setattr(gate.pipeline, "load_engine", lambda settings: engine)  # reuse the session's loaded model
     main(["probe", "What is the capital of France?"])
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.strip()[:1].isdigit()]

@@ -20,6 +20,8 @@ def test_shipped_yaml_loads_with_default_bands():
     ("featurez: {}\n", "featurez"),
     ("server:\n  max_body_bytes: 10\n", "server.max_body_bytes"),
     ("generation:\n  max_tokens: 5000\n", "generation.max_tokens"),  # above server.max_tokens_limit
+    ("model:\n  engine: tgi\n", "model.engine"),
+    ("vllm:\n  engine_args: {enforce_eager: false}\n", "vllm.engine_args"),
 ])
 def test_invalid_values_name_the_key(tmp_path, yaml_text, key):
     path = tmp_path / "bad.yaml"
@@ -36,3 +38,13 @@ def test_env_var_selects_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("GATE_CONFIG", str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="not found"):
         load_settings()
+
+
+def test_vllm_engine_arguments_pass_through_and_owned_ones_are_named(tmp_path):
+    path = tmp_path / "v.yaml"
+    path.write_text("model:\n  engine: vllm\nvllm:\n  engine_args: {tensor_parallel_size: 2, max_model_len: 4096}\n")
+    s = load_settings(path)
+    assert s.model.engine == "vllm" and s.vllm.engine_args == {"tensor_parallel_size": 2, "max_model_len": 4096}
+    path.write_text("vllm:\n  engine_args: {dtype: float16, block_size: 16}\n")
+    with pytest.raises(ConfigError, match=r"dtype \(model\.dtype\).*block_size \(vllm\.block_size\)"):
+        load_settings(path)

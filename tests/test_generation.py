@@ -14,7 +14,7 @@ def test_continuing_the_probe_cache_equals_generating_from_scratch(engine):
     """Greedy: probe(prompt) + seed tokens appended to its cache == a fresh generate() on prompt + seed."""
     ids, mask = engine.encode([engine.prompt(QUESTION)])
     seed_ids = engine.tokenizer(SEED, add_special_tokens=False, return_tensors="pt")["input_ids"].to(engine.device)
-    eos = engine.stop_ids
+    eos = engine.eos_ids
     probe = engine.probe_ids(ids, mask)
     steps = continue_tokens(engine.model, probe.capture, SamplingParams(max_tokens=16), eos, seed_ids)
     ours = [int(t[0]) for t in steps]

@@ -45,7 +45,7 @@ def test_shipped_yaml_leaves_the_system_prompt_to_the_profile():
 def test_engine_pins_the_profile_system_prompt(engine):
     prompt = engine.prompt([{"role": "user", "content": "Hi"}])
     assert profile_for(engine.settings.model).system_prompt in prompt
-    assert engine.tokenizer.convert_tokens_to_ids("<|im_end|>") in engine.stop_ids
+    assert engine.tokenizer.convert_tokens_to_ids("<|im_end|>") in engine.eos_ids
 
 
 @pytest.mark.parametrize("native, device, expected", [

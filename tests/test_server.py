@@ -45,17 +45,24 @@ def server_settings(settings: Settings, **server) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def gate(settings, engine) -> Iterator:
-    """The real Gate on the real default model. One torch thread: on a CPU shared with other jobs, two
-    threads spinning at every op's barrier make a turn several times slower (measured 1.3 s vs 7-14 s)."""
+def gate(any_engine) -> Iterator:
+    """The real Gate on the real default model, on each engine in turn (every test here runs on both).
+    One torch thread: on a CPU shared with other jobs, two threads spinning at every op's barrier make a
+    turn several times slower (measured 1.3 s vs 7-14 s)."""
     from gate.pipeline import Gate
-    real = Gate(settings, engine=engine)
+    real = Gate(any_engine.settings, engine=any_engine)
     if real.sidecar is None:
         real.sidecar = HalfSure()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield real
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def settings(gate) -> Settings:
+    """The settings the Gate was built with (its engine's)."""
+    return gate.settings
 
 
 @pytest.fixture(scope="module")
@@ -406,7 +413,9 @@ def test_abandoned_non_streamed_request_is_called_off(client, served, base):
     assert health(base)["cancelled"] == cancelled + 1
 
 
-def test_queue_is_first_come_first_served_and_leavers_leave_it(client, served, base):
+def test_queue_is_first_come_first_served_and_leavers_leave_it(client, served, base, gate):
+    if gate.engine.max_turns > 1:
+        pytest.skip("this engine serves turns at once (see test_turns_run_alongside_a_long_stream)")
     before = health(base)
     done: list[str] = []
 
@@ -425,6 +434,21 @@ def test_queue_is_first_come_first_served_and_leavers_leave_it(client, served, b
     wait_for(base, "served", before["served"] + 3, within=60)
     assert done == ["A", "B", "C"]
     assert health(base)["cancelled"] == before["cancelled"] + 1  # only the long stream; the leaver never ran
+
+
+def test_turns_run_alongside_a_long_stream(client, served, base, gate):
+    """The vLLM engine: short turns are served while a long generation streams, none waits in the queue."""
+    if gate.engine.max_turns == 1:
+        pytest.skip("this engine serves one turn at a time (see the queue test)")
+    before = health(base)
+    with ThreadPoolExecutor(3) as pool, long_stream(base, served):
+        replies = list(pool.map(lambda i: ask(client, served, max_tokens=3, messages=[
+            {"role": "user", "content": f"Say the number {i}."}]), range(3)))
+        state = health(base)
+        assert state["running"] == 1 and state["waiting"] == 0  # the long stream still runs
+    assert all(r.choices[0].message.content for r in replies)
+    assert state["served"] == before["served"] + 3
+    wait_for(base, "running", 0)
 
 
 # --- API key -----------------------------------------------------------------------------------------------

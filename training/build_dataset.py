@@ -70,7 +70,7 @@ def run_chunk(engine, examples: list[Example], batch_size: int, max_new_tokens: 
             idx = order[s:s + batch_size]
             probe = engine.probe([prompts[i] for i in idx])
             answers = (generate_batch(engine.model, engine.tokenizer, probe.capture,
-                                      SamplingParams(max_tokens=max_new_tokens), engine.stop_ids)
+                                      SamplingParams(max_tokens=max_new_tokens), engine.eos_ids)
                        if factual else [""] * len(idx))
             for j, i in enumerate(idx):
                 preds[i], feats[i] = answers[j], probe.features[j:j + 1]

@@ -1,11 +1,12 @@
 """Serving one blocking Gate to many async clients: first come, first served, and a turn can be called off.
 
-The Gate runs one turn at a time and blocks while it computes, so each turn gets its own worker thread and
-the event loop stays free. A request is prepared (validated, templated, tokenised) in a worker thread
-before it queues, so a huge prompt delays nobody and a bad one fails without ever queueing. Turns are
-admitted in arrival order (asyncio.Lock wakes waiters FIFO); a client that leaves while queued simply
-leaves the queue. The slot is released by the worker thread itself once the Gate's generator is closed,
-so the engine is free before the next turn starts, whatever the client did.
+The Gate blocks while it computes, so each turn gets its own worker thread and the event loop stays free.
+A request is prepared (validated, templated, tokenised) in a worker thread before it queues, so a huge prompt
+delays nobody and a bad one fails without ever queueing. The engine serves `max_turns` turns at once (the
+transformers engine one, the vLLM engine many); the rest wait, admitted in arrival order (asyncio.Semaphore
+wakes waiters FIFO); a client that leaves while queued simply leaves the queue. A slot is released by the
+worker thread itself once the Gate's generator is closed, so the engine is free before the next turn starts,
+whatever the client did.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 class RunnerStats:
     """Counters shown by /health: what is running and waiting, how turns ended, and the error responses,
     the client's fault (4xx) apart from the server's (5xx)."""
-    running: bool = False
+    running: int = 0
     waiting: int = 0
     served: int = 0
     cancelled: int = 0
@@ -98,7 +99,7 @@ class TurnRunner:
     def __init__(self, gate: Gate):
         self.gate = gate
         self.stats = RunnerStats()
-        self._slot = asyncio.Lock()
+        self._slot = asyncio.Semaphore(gate.engine.max_turns)
 
     async def start(self, messages: list[dict], overrides: TurnOverrides) -> Turn:
         """Prepare the turn in a worker thread (a TurnError raises here), wait for its slot (FIFO), then start
@@ -109,7 +110,7 @@ class TurnRunner:
             await self._slot.acquire()
         finally:
             self.stats.waiting -= 1
-        self.stats.running = True
+        self.stats.running += 1
         try:
             return Turn(self, prepared)
         except BaseException:
@@ -118,7 +119,7 @@ class TurnRunner:
 
     def _release(self, outcome: Literal["served", "failed", "cancelled"]) -> None:
         """Free the slot; a failed turn is counted by the error response it becomes."""
-        self.stats.running = False
+        self.stats.running -= 1
         if outcome != "failed":
             setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         self._slot.release()

@@ -267,20 +267,19 @@ def _evaluation_tab(settings: Settings, folder: Path, low: gr.Slider, high: gr.S
 
 def _info(settings: Settings, gate: Gate) -> str:
     """What is loaded and where, with current memory, as a Markdown table."""
-    engine, arch = gate.engine, gate.engine.arch
-    params = sum(p.numel() * p.element_size() for p in engine.model.parameters())
+    engine, arch = gate.engine, gate.engine.shape
     band = band_layers(arch.num_layers, settings.features.recall_band)
     bands = settings.policy.bands
-    ckpt = sidecar_dir(settings, engine.loaded.model_id)
+    ckpt = sidecar_dir(settings, engine.model_id)
     rows = [
-        ("model", f"`{settings.model.id}` ({arch.family})"),
-        ("device / dtype", f"{engine.device} / {str(engine.loaded.dtype).removeprefix('torch.')}"),
+        ("model", f"`{settings.model.id}` ({arch.family}) on the {settings.model.engine} engine"),
+        ("device / dtype", f"{engine.device} / {str(engine.dtype).removeprefix('torch.')}"),
         ("layers · hidden · vocab", f"{arch.num_layers} · {arch.hidden_size} · {arch.vocab_size}"),
         ("recall band", f"{settings.features.recall_band} of depth → layers {band.start + 1}–{band.stop}"),
         ("policy", f"mode `{settings.policy.mode}`, bands abstain < {bands.low} ≤ hedge < {bands.high} ≤ answer"),
         ("thinking channel", f"`{engine.thinking.name}`"),
         ("sidecar checkpoint", f"`{ckpt}` ({'loaded' if gate.sidecar is not None else 'none found: no P(knows)'})"),
-        ("memory", _memory(engine.device, params)),
+        ("memory", _memory(engine.device, engine.weight_bytes())),
     ]
     return "| loaded | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 

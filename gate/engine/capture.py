@@ -15,17 +15,22 @@ from gate.engine.arch import ArchMap
 
 
 @dataclass
-class Capture:
+class Activations:
+    """What the features read (engine-independent: the vLLM worker fills the same fields)."""
     resid: torch.Tensor      # [B, L, K, d] layer outputs
     resid_mid: torch.Tensor  # [B, L, K, d] residual just before the MLP
     write: torch.Tensor      # [B, L, K, d] MLP write
+    attention_mask: torch.Tensor  # [B, T] 1 on real prompt tokens, left padded
+
+
+@dataclass
+class Capture(Activations):
     logits: torch.Tensor     # [B, K', V] the model's own logits at the last positions
     past_key_values: Any
-    attention_mask: torch.Tensor
     position_ids: torch.Tensor
 
 
-def _first(x: Any) -> torch.Tensor:
+def first_tensor(x: Any) -> torch.Tensor:
     return x[0] if isinstance(x, (tuple, list)) else x
 
 
@@ -40,9 +45,9 @@ def hooked(arch: ArchMap, positions: int) -> Iterator[dict[str, list[torch.Tenso
     handles = []
     try:
         for layer, mid, write in zip(arch.layers, arch.resid_mid, arch.write):
-            handles.append(layer.register_forward_hook(lambda m, a, out: keep("resid", _first(out))))
+            handles.append(layer.register_forward_hook(lambda m, a, out: keep("resid", first_tensor(out))))
             handles.append(mid.register_forward_pre_hook(lambda m, a: keep("resid_mid", a[0])))
-            handles.append(write.register_forward_hook(lambda m, a, out: keep("write", _first(out))))
+            handles.append(write.register_forward_hook(lambda m, a, out: keep("write", first_tensor(out))))
         yield store
     finally:
         for h in handles:

@@ -11,7 +11,7 @@ import torch
 
 from gate.config import FeatureSettings
 from gate.engine.arch import ArchMap
-from gate.engine.capture import Capture
+from gate.engine.capture import Activations
 from gate.engine.lens import distribution_stats, lens_logits
 
 # Per-layer features. The lens (one unembedding product per layer and signal) reads the final prompt
@@ -86,7 +86,7 @@ def _lens_features(arch: ArchMap, resid: torch.Tensor, write: torch.Tensor) -> t
 
 
 @torch.inference_mode()
-def compute_features(arch: ArchMap, cap: Capture, settings: FeatureSettings) -> Features:
+def compute_features(arch: ArchMap, cap: Activations, settings: FeatureSettings) -> Features:
     """Turn one capture (batched) into per-layer features, global scalars and hidden-state summaries."""
     B, L, K, _ = cap.resid.shape
     step = max(1, _ROWS_PER_CHUNK // (2 * L))

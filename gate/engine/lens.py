@@ -30,3 +30,9 @@ def distribution_stats(logits: torch.Tensor) -> dict[str, torch.Tensor]:
         "margin": top_p[..., 0] - top_p[..., 1],
         "argmax": top.indices[..., 0],
     }
+
+
+def top_tokens(arch: ArchMap, resid: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids and probabilities [L, k] of the lens's top-k tokens for residuals [L, d] (the probe view)."""
+    top = torch.softmax(lens_logits(arch, resid), -1).topk(k, dim=-1)
+    return top.indices, top.values

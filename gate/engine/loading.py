@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel,
+                          PreTrainedTokenizerBase)
 
 from gate.config import ModelSettings
 from gate.engine.install import InstallError, install
@@ -78,12 +79,8 @@ def model_source(settings: ModelSettings) -> str | Path:
         raise ModelLoadError(str(exc)) from None
 
 
-def load_model(settings: ModelSettings) -> LoadedModel:
-    """Load tokenizer and causal LM on the configured device and dtype, in eval mode."""
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    device = resolve_device(settings.device)
-    dtype = resolve_dtype(profile_for(settings).dtype, device)
+def checked_source(settings: ModelSettings) -> tuple[str | Path, PretrainedConfig]:
+    """Where the model loads from (see model_source) and its config, checked as supported."""
     source = model_source(settings)
     try:
         config = AutoConfig.from_pretrained(source)
@@ -92,6 +89,16 @@ def load_model(settings: ModelSettings) -> LoadedModel:
                              f"on the hub ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     from gate.engine.arch import check_supported  # late import: arch needs no model, only its config
     check_supported(config)
+    return source, config
+
+
+def load_model(settings: ModelSettings) -> LoadedModel:
+    """Load tokenizer and causal LM on the configured device and dtype, in eval mode."""
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(profile_for(settings).dtype, device)
+    source, _ = checked_source(settings)
     tokenizer = AutoTokenizer.from_pretrained(source)
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)

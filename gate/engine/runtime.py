@@ -1,16 +1,22 @@
-"""The engine: a loaded model with its architecture map, turning prompt texts into captures and features."""
+"""The transformers engine: a loaded model with its architecture map, reading prompts with hooks in this
+process and continuing them from the same forward's KV cache. One model instance serves one turn at a time."""
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
 from gate.config import Settings
 from gate.engine.arch import ArchMap, arch_map
+from gate.engine.base import LensTop, ModelShape, ReadPrompt, TurnEngine, as_lens_top
 from gate.engine.capture import Capture, capture
-from gate.engine.chat import ThinkingFormat, render_prompt, thinking_format
+from gate.engine.chat import thinking_format
 from gate.engine.features import Features, compute_features
-from gate.engine.generate import stop_token_ids
+from gate.engine.generate import Prefill, SamplingParams, continue_tokens, prefill, stop_token_ids
+from gate.engine.lens import top_tokens
 from gate.engine.loading import LoadedModel, load_model
 from gate.models import Profile, profile_for
 
@@ -22,24 +28,35 @@ class Probe:
     input_ids: torch.Tensor
 
 
-class Engine:
+class _Read(ReadPrompt):
+    """The prompt's forward (probe or plain prefill); decoding continues from its cache."""
+
+    def __init__(self, engine: "Engine", state: Capture | Prefill, features: Features | None,
+                 lens: LensTop | None):
+        self.engine, self.state, self.features, self.lens = engine, state, features, lens
+
+    def tokens(self, extra_ids: list[int], params: SamplingParams) -> Iterator[int]:
+        engine = self.engine
+        extra = torch.tensor([extra_ids], dtype=torch.long, device=engine.device)
+        with contextlib.closing(continue_tokens(engine.model, self.state, params, engine.eos_ids, extra)) as steps:
+            for tok in steps:
+                yield int(tok[0])
+
+
+class Engine(TurnEngine):
     def __init__(self, settings: Settings, loaded: LoadedModel | None = None):
         self.settings = settings
         self.loaded = loaded or load_model(settings.model)
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         self.arch: ArchMap = arch_map(self.model)
         self.profile: Profile = profile_for(settings.model)
-        self.thinking: ThinkingFormat = thinking_format(self.tokenizer, self.profile.thinking)
-        self.stop_ids: list[int] = stop_token_ids(self.tokenizer, self.profile.stop_tokens)
-
-    @property
-    def device(self) -> torch.device:
-        return self.loaded.device
-
-    def prompt(self, messages: list[dict], **template_kwargs) -> str:
-        """The prompt as served: the profile's pinned system prompt, thinking enabled where the model has a channel."""
-        kwargs = {**self.thinking.template_kwargs, **template_kwargs}
-        return render_prompt(self.tokenizer, messages, self.profile.system_prompt, **kwargs)
+        self.thinking = thinking_format(self.tokenizer, self.profile.thinking)
+        self.model_id, self.device, self.dtype = self.loaded.model_id, self.loaded.device, self.loaded.dtype
+        self.shape = ModelShape(self.arch.family, self.arch.num_layers, self.arch.hidden_size, self.arch.vocab_size)
+        text_config = self.model.config.get_text_config()
+        self.context_window = getattr(text_config, "max_position_embeddings", None) or 2 ** 31
+        self.eos_ids = stop_token_ids(self.tokenizer, self.profile.stop_tokens)
+        self.turn_lock, self.max_turns = threading.Lock(), 1
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded ids and mask; templated text already carries its special tokens."""
@@ -53,3 +70,16 @@ class Engine:
     def probe(self, texts: list[str]) -> Probe:
         """One prompt-only forward over a batch of prompt texts: the prefill, plus features."""
         return self.probe_ids(*self.encode(texts))
+
+    @torch.inference_mode()
+    def read(self, ids: list[int], probe: bool, lens_top: int = 0) -> ReadPrompt:
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        mask = torch.ones_like(input_ids)
+        if not probe:
+            return _Read(self, prefill(self.model, input_ids, mask), None, None)
+        got = self.probe_ids(input_ids, mask)
+        lens = as_lens_top(*top_tokens(self.arch, got.capture.resid[0, :, -1], lens_top)) if lens_top else None
+        return _Read(self, got.capture, got.features, lens)
+
+    def weight_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())

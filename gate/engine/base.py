@@ -1,0 +1,94 @@
+"""The engine interface the pipeline talks to, and the one factory that picks an implementation.
+
+A turn asks its engine to read the prompt (with the gate's hooks, or plainly in `off` mode) and then to
+continue it after the seed. Two implementations: `runtime.Engine` (transformers: hooks + DynamicCache, one
+turn at a time) and `vllm_engine.VllmEngine` (hooks inside vLLM's worker during vLLM's own prefill; the
+seeded generation reuses the prompt's KV through prefix caching; many turns at once).
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from gate.config import Settings
+from gate.engine.chat import ThinkingFormat, render_prompt
+from gate.engine.features import Features
+from gate.engine.generate import SamplingParams
+from gate.models import Profile
+
+# model.engine → "module:class"; imported on demand, so the transformers path never imports vLLM.
+ENGINES = {"transformers": "gate.engine.runtime:Engine", "vllm": "gate.engine.vllm_engine:VllmEngine"}
+
+LensTop = list[list[tuple[int, float]]]  # per layer: (token id, probability) of the lens at the final position
+
+
+def as_lens_top(ids, probs) -> LensTop:
+    """Lens top-k as plain lists, from arrays [L, k] of ids and probabilities (torch or numpy)."""
+    return [list(zip(i, p)) for i, p in zip(ids.tolist(), probs.tolist())]
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What a sidecar checkpoint must match, and what the views show: read from the model's config."""
+    family: str
+    num_layers: int
+    hidden_size: int
+    vocab_size: int
+
+
+class ReadPrompt(ABC):
+    """A prompt the engine has read: the gate's features (None when read without hooks), and its continuation."""
+    features: Features | None
+    lens: LensTop | None  # only when asked for (the probe view)
+
+    @abstractmethod
+    def tokens(self, extra_ids: list[int], params: SamplingParams) -> Iterator[int]:
+        """Append `extra_ids` (the seed) and yield generated token ids; closing the iterator stops at once."""
+
+
+class TurnEngine(ABC):
+    """A loaded model that reads prompts and continues them; subclasses set the attributes in __init__."""
+    settings: Settings
+    profile: Profile                   # the model's system prompt, stop tokens, thinking format (gate/models.py)
+    tokenizer: PreTrainedTokenizerBase
+    thinking: ThinkingFormat
+    model_id: str
+    shape: ModelShape
+    device: torch.device
+    dtype: torch.dtype
+    context_window: int
+    eos_ids: list[int]
+    turn_lock: AbstractContextManager  # held by a turn from its prompt read to its last token
+    max_turns: int                     # turns the engine serves at once; the server queues the rest
+
+    def prompt(self, messages: list[dict], **template_kwargs) -> str:
+        """The prompt as served: the profile's pinned system prompt, thinking enabled where the model has a channel."""
+        kwargs = {**self.thinking.template_kwargs, **template_kwargs}
+        return render_prompt(self.tokenizer, messages, self.profile.system_prompt, **kwargs)
+
+    def tokens(self, text: str) -> list[int]:
+        """One text, never padded: a fast tokenizer whose padding state never changes is safe across threads."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    @abstractmethod
+    def read(self, ids: list[int], probe: bool, lens_top: int = 0) -> ReadPrompt:
+        """Read a prompt: with `probe`, its features (and the lens's top `lens_top` tokens per layer)."""
+
+    @abstractmethod
+    def weight_bytes(self) -> int:
+        """Bytes of the loaded weights (the Info view)."""
+
+    def close(self) -> None:
+        """Free what the engine holds outside this process (nothing for an in-process model)."""
+
+
+def load_engine(settings: Settings) -> TurnEngine:
+    """The engine named by `model.engine`, loaded with these settings."""
+    module, name = ENGINES[settings.model.engine].split(":")
+    return getattr(importlib.import_module(module), name)(settings)

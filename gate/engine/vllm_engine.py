@@ -1,0 +1,155 @@
+"""The vLLM engine: many turns at once, the gate read inside vLLM's own prefill.
+
+A gated turn is two vLLM requests. The probe (the prompt, one token; it reads the prefix cache only up to
+its last K positions, which its own forward must compute: vllm_scheduler.py) runs through vLLM's
+scheduler with continuous batching;
+the worker extension (vllm_worker.py) reads the probe's internals during that prefill and keeps its
+features, which `collective_rpc("gate_take")` hands over as small arrays. Then the generation request —
+prompt + seed — reuses the prompt's KV blocks through prefix caching (only the tail after the last full
+block and the seed are computed) and streams tokens. In `off` mode there is no probe: one plain request.
+
+vLLM's async engine (AsyncLLM) lives on its own event loop in a background thread; a turn calls it from
+its worker thread and blocks on the result, so the pipeline stays the same for both engines and turns
+never wait for each other (the engine's turn lock is a no-op). Closing a token stream cancels its
+request, which aborts it inside vLLM.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import uuid
+from typing import Any, Awaitable, Iterator, TypeVar
+
+from transformers import AutoTokenizer
+
+from gate.config import Settings
+from gate.engine.base import LensTop, ModelShape, ReadPrompt, TurnEngine, as_lens_top
+from gate.engine.chat import thinking_format
+from gate.engine.features import Features
+from gate.engine.generate import SamplingParams, stop_token_ids
+from gate.engine.loading import checked_source, resolve_device, resolve_dtype
+from gate.models import profile_for
+from gate.engine.vllm_worker import COMPUTE, LENS_TOP, PROBE, unpack, vllm_family
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_END = object()  # end of a token stream
+
+
+class _Read(ReadPrompt):
+    """A prompt read by a probe (or not at all, in `off` mode); its generation request comes later."""
+
+    def __init__(self, engine: "VllmEngine", ids: list[int], features: Features | None, lens: LensTop | None):
+        self.engine, self.ids, self.features, self.lens = engine, ids, features, lens
+
+    def tokens(self, extra_ids: list[int], params: SamplingParams) -> Iterator[int]:
+        return self.engine.stream(self.ids + extra_ids, params)
+
+
+class VllmEngine(TurnEngine):
+    def __init__(self, settings: Settings):
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.settings = settings
+        source, config = checked_source(settings.model)
+        text, family = config.get_text_config(), vllm_family(config)
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        self.profile = profile_for(settings.model)
+        self.thinking = thinking_format(self.tokenizer, self.profile.thinking)
+        self.model_id = settings.model.id
+        self.shape = ModelShape(family, text.num_hidden_layers, text.hidden_size, text.vocab_size)
+        self.device = resolve_device(settings.model.device)
+        self.dtype = resolve_dtype(self.profile.dtype, self.device)
+        self.eos_ids = stop_token_ids(self.tokenizer, self.profile.stop_tokens)
+        self.turn_lock, self.max_turns = contextlib.nullcontext(), settings.vllm.max_turns
+        v = settings.vllm
+        args = AsyncEngineArgs(
+            model=str(source), dtype=str(self.dtype).removeprefix("torch."), block_size=v.block_size,
+            enable_prefix_caching=True, enforce_eager=True,
+            worker_extension_cls="gate.engine.vllm_worker.GateWorkerExtension",
+            scheduler_cls="gate.engine.vllm_scheduler.GateScheduler",
+            kv_cache_memory_bytes=None if v.kv_cache_gb is None else int(v.kv_cache_gb * 2 ** 30),
+            disable_log_stats=True, **v.engine_args)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="gate-vllm")
+        self._thread.start()
+        self._llm: Any = self._call(self._started(AsyncLLM, args))
+        self._weights = self._call(self._llm.collective_rpc("gate_install", args=(settings.features.model_dump(),)))[0]
+        self.context_window = self._llm.model_config.max_model_len
+
+    @staticmethod
+    async def _started(cls: Any, args: Any) -> Any:
+        """Build the async engine on its own loop (its output handler runs there)."""
+        return cls.from_engine_args(args)
+
+    def _call(self, work: Awaitable[T]) -> T:
+        """Run a coroutine on the engine's loop and wait for its result in this thread."""
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+
+    # ---- the interface --------------------------------------------------------------------------------
+
+    def read(self, ids: list[int], probe: bool, lens_top: int = 0) -> ReadPrompt:
+        if not probe:
+            return _Read(self, ids, None, None)
+        features, lens = self._call(self._probe(ids, lens_top))
+        return _Read(self, ids, features, None if lens is None else as_lens_top(*lens))
+
+    def stream(self, ids: list[int], params: SamplingParams) -> Iterator[int]:
+        """Generated ids of one request, as they come; closing the iterator aborts the request in vLLM."""
+        out: queue.SimpleQueue = queue.SimpleQueue()
+        running = asyncio.run_coroutine_threadsafe(self._generate(ids, params, out), self._loop)
+        try:
+            while (item := out.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield from item
+        finally:
+            running.cancel()
+
+    def weight_bytes(self) -> int:
+        return self._weights
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._call(self._shutdown())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+
+    # ---- on the engine's loop -------------------------------------------------------------------------
+
+    async def _probe(self, ids: list[int], lens_top: int) -> tuple[Features, Any]:
+        """The prompt's prefill with the gate's hooks (one token), then its features."""
+        from vllm import SamplingParams as VllmParams, TokensPrompt
+        key = uuid.uuid4().hex
+        params = VllmParams(max_tokens=1, temperature=0.0, detokenize=False,
+                            extra_args={PROBE: key, LENS_TOP: lens_top, COMPUTE: self.settings.features.positions})
+        async for _ in self._llm.generate(TokensPrompt(prompt_token_ids=ids), params, request_id=f"probe-{key}"):
+            pass
+        (blob,) = (await self._llm.collective_rpc("gate_take", args=([key],)))[0]
+        if blob is None:
+            raise RuntimeError("vLLM ran the probe but the gate's hooks kept no reading of it")
+        return unpack(blob)
+
+    async def _generate(self, ids: list[int], params: SamplingParams, out: queue.SimpleQueue) -> None:
+        """One generation request; its new token ids go to `out` as they come, then _END (or the error)."""
+        from vllm import SamplingParams as VllmParams, TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+        sampling = VllmParams(max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
+                              seed=params.seed, stop_token_ids=self.eos_ids, detokenize=False,
+                              output_kind=RequestOutputKind.DELTA)
+        try:
+            async for chunk in self._llm.generate(TokensPrompt(prompt_token_ids=ids), sampling,
+                                                  request_id=f"turn-{uuid.uuid4().hex}"):
+                out.put(list(chunk.outputs[0].token_ids))
+        except Exception as exc:  # handed to the turn's thread, which raises it there
+            out.put(exc)
+        finally:
+            out.put(_END)
+
+    async def _shutdown(self) -> None:
+        self._llm.shutdown()
+        self._llm = None  # its __del__ would shut down again, at interpreter exit, noisily

@@ -1,0 +1,239 @@
+"""Inside vLLM's worker process: the gate's hooks read a probe's last prompt positions during vLLM's own
+prefill, and the worker turns them into the same features as the transformers engine.
+
+Installed as vLLM's `worker_extension_cls` and driven through `collective_rpc`: `gate_install` registers
+forward hooks on every decoder layer (its output `(h, residual)` sums to the residual stream), on the
+module before the MLP (its output's residual part is the stream just before the MLP) and on the MLP write,
+and wraps the model runner's forward. Before each forward the wrapper finds, from the runner's input batch
+(request ids, query start locations, computed-token counts), the flattened rows that hold the last K
+prompt positions of each probe request (marked in its SamplingParams.extra_args); the hooks copy only
+those rows. A probe whose K positions are all read (a chunked prefill may take several steps) gets its
+features from gate.engine.features — the same code, on the same modules — and `gate_take` hands them to
+the main process as small float16 arrays packed in bytes. Only rank 0 computes (tensor parallel: the
+residual stream and the MLP write are whole on every rank; the vocabulary-sharded unembedding is gathered).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gate.config import FeatureSettings
+from gate.engine.arch import FAMILIES, ArchMap, UnsupportedArchitecture, check_supported
+from gate.engine.capture import Activations, first_tensor
+from gate.engine.features import Features, compute_features
+from gate.engine.lens import top_tokens
+
+PROBE = "gate_probe"        # SamplingParams.extra_args: the key a probe's features are kept under
+LENS_TOP = "gate_lens_top"  # ... how many lens tokens per layer to report (the probe view), 0: none
+COMPUTE = "gate_compute"    # ... and how many last prompt positions its own forward must compute (K)
+SIGNALS = ("resid", "resid_mid", "write")
+# Families whose vLLM decoder layers have the layout read here (Gemma 4's PLE and layer scalar are not read).
+VLLM_FAMILIES = {name for name in FAMILIES if not name.startswith("gemma4")}
+_KEPT = 4096  # finished readings kept for `gate_take`; older ones (a probe whose caller left) are dropped
+
+
+class _Unembed(nn.Module):
+    """The unembedding as a plain product (vLLM's head module only computes logits through its sampler)."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
+def _unembedding(model: nn.Module, vocab_size: int) -> torch.Tensor:
+    """The whole unembedding matrix [vocab, d]: gathered across tensor-parallel ranks, padding cut off."""
+    from vllm.distributed import get_tensor_model_parallel_world_size, tensor_model_parallel_all_gather
+    head = getattr(model, "lm_head", None) or model.model.embed_tokens  # Gemma ties it to the embedding
+    weight = head.weight
+    if get_tensor_model_parallel_world_size() > 1:
+        weight = tensor_model_parallel_all_gather(weight.contiguous(), dim=0)
+    return weight[:vocab_size]
+
+
+def vllm_family(hf_config: Any) -> str:
+    """The model's family if the vLLM engine reads it; else UnsupportedArchitecture naming what it reads."""
+    family = check_supported(hf_config)
+    if family not in VLLM_FAMILIES:
+        raise UnsupportedArchitecture(f"the vLLM engine does not read {family!r} yet; use model.engine: "
+                                      f"transformers (vLLM engine: {', '.join(sorted(VLLM_FAMILIES))})")
+    return family
+
+
+def vllm_arch(model: nn.Module, hf_config: Any) -> ArchMap:
+    """The gate's architecture map on vLLM's modules (same family table as the transformers engine)."""
+    family = vllm_family(hf_config)
+    text = hf_config.get_text_config()
+    decoder = model.model
+    layers = decoder.layers[: text.num_hidden_layers]
+    mid_name, write_name = FAMILIES[family]
+    return ArchMap(family=family, layers=layers, final_norm=decoder.norm,
+                   lm_head=_Unembed(_unembedding(model, text.vocab_size)),
+                   softcap=getattr(text, "final_logit_softcapping", None),
+                   resid_mid=[getattr(layer, mid_name) for layer in layers],
+                   write=[getattr(layer, write_name) for layer in layers],
+                   num_layers=text.num_hidden_layers, hidden_size=text.hidden_size, vocab_size=text.vocab_size)
+
+
+def pack(features: Features, lens: tuple[torch.Tensor, torch.Tensor] | None) -> bytes:
+    """One probe's features (and lens top-k) as bytes: small arrays, no pickle."""
+    arrays = {"layer": features.layer, "globals": features.globals, "hidden": features.hidden,
+              "top_tokens": features.top_tokens}
+    if lens is not None:
+        arrays |= {"lens_ids": lens[0].cpu().numpy(), "lens_p": lens[1].float().cpu().numpy()}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def unpack(blob: bytes) -> tuple[Features, tuple[np.ndarray, np.ndarray] | None]:
+    """The inverse of `pack`, in the main process."""
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        features = Features(z["layer"], z["globals"], z["hidden"], z["top_tokens"])
+        lens = (z["lens_ids"], z["lens_p"]) if "lens_ids" in z.files else None
+    return features, lens
+
+
+@dataclass
+class _Reading:
+    """A probe whose last `width` prompt positions are being read, possibly over several prefill chunks."""
+    key: str
+    length: int   # prompt tokens
+    width: int    # positions kept: min(K, length)
+    lens_top: int
+    acts: dict[str, torch.Tensor] = field(default_factory=dict)  # signal → [L, width, d]
+    filled: set[int] = field(default_factory=set)
+
+    @property
+    def first(self) -> int:
+        return self.length - self.width
+
+
+def _stream_rows(out: Any, rows: torch.Tensor) -> torch.Tensor:
+    """A vLLM decoder layer returns (h, residual); the residual stream after the layer is their sum."""
+    if isinstance(out, tuple) and len(out) > 1 and out[1] is not None:
+        return out[0].index_select(0, rows) + out[1].index_select(0, rows)
+    return first_tensor(out).index_select(0, rows)
+
+
+def _mid_rows(out: Any, rows: torch.Tensor) -> torch.Tensor:
+    """A fused add + norm returns (normed, residual): the residual is the stream entering the MLP."""
+    return (out[1] if isinstance(out, tuple) else out).index_select(0, rows)
+
+
+def _write_rows(out: Any, rows: torch.Tensor) -> torch.Tensor:
+    return first_tensor(out).index_select(0, rows)
+
+
+class GateWorkerExtension:
+    """Mixed into vLLM's worker class; methods are called by name through `collective_rpc`."""
+
+    def gate_install(self, features: dict) -> int:
+        """Register the hooks and wrap the runner's forward; returns the weights' size in bytes."""
+        runner = self.model_runner
+        model = runner.get_model()
+        self._gate_settings = FeatureSettings(**features)
+        self._gate_arch = vllm_arch(model, runner.model_config.hf_config)
+        self._gate_rank0 = getattr(self, "rank", 0) == 0
+        self._gate_rows: torch.Tensor | None = None
+        self._gate_seen: dict[str, list[torch.Tensor]] = {s: [] for s in SIGNALS}
+        self._gate_open: dict[str, _Reading] = {}
+        self._gate_done: dict[str, bytes] = {}
+        arch = self._gate_arch
+        for layer, mid, write in zip(arch.layers, arch.resid_mid, arch.write):
+            layer.register_forward_hook(self._gate_hook("resid", _stream_rows))
+            mid.register_forward_hook(self._gate_hook("resid_mid", _mid_rows))
+            write.register_forward_hook(self._gate_hook("write", _write_rows))
+        forward = runner._model_forward
+        runner._model_forward = lambda *args, **kwargs: self._gate_forward(forward, *args, **kwargs)
+        return sum(p.numel() * p.element_size() for p in model.parameters())
+
+    def gate_take(self, keys: list[str]) -> list[bytes | None]:
+        """Hand over (and forget) the features of finished probes; None for a key not (or no longer) held."""
+        return [self._gate_done.pop(k, None) for k in keys]
+
+    # ---- inside the worker's step ---------------------------------------------------------------------
+
+    def _gate_hook(self, signal: str, pick: Callable[[Any, torch.Tensor], torch.Tensor]) -> Callable:
+        """A forward hook copying this step's probe rows (a copy: vLLM's fused norms edit in place)."""
+        def hook(module: nn.Module, args: Any, out: Any) -> None:
+            if self._gate_rows is not None:
+                self._gate_seen[signal].append(pick(out, self._gate_rows))
+        return hook
+
+    def _gate_plan(self) -> list[tuple[_Reading, int, int]]:
+        """(reading, flattened row, kept slot) for every probe position this step computes."""
+        runner = self.model_runner
+        batch = runner.input_batch
+        n = batch.num_reqs
+        starts = runner.query_start_loc.np[: n + 1]
+        computed = batch.num_computed_tokens_cpu[:n]
+        for req_id in [r for r in self._gate_open if r not in runner.requests]:
+            del self._gate_open[req_id]  # aborted mid-prefill
+        plan = []
+        for i, req_id in enumerate(batch.req_ids[:n]):
+            reading = self._gate_open.get(req_id)
+            length = int(batch.num_prompt_tokens[i])
+            if reading is None:
+                extra = getattr(runner.requests[req_id].sampling_params, "extra_args", None) or {}
+                if PROBE not in extra or computed[i] >= length:
+                    continue
+                width = min(self._gate_settings.positions, length)
+                reading = self._gate_open[req_id] = _Reading(extra[PROBE], length, width, int(extra.get(LENS_TOP, 0)))
+            done = int(computed[i])
+            for pos in range(max(reading.first, done), min(length, done + int(starts[i + 1] - starts[i]))):
+                plan.append((reading, int(starts[i]) + pos - done, pos - reading.first))
+        return plan
+
+    def _gate_forward(self, forward: Callable, *args, **kwargs) -> Any:
+        plan = self._gate_plan() if self._gate_rank0 else []
+        if not plan:
+            return forward(*args, **kwargs)
+        self._gate_rows = torch.tensor([row for _, row, _ in plan], dtype=torch.long,
+                                       device=self.model_runner.device)
+        try:
+            out = forward(*args, **kwargs)
+            seen = {s: torch.stack(v, dim=0) for s, v in self._gate_seen.items()}  # [L, rows, d]
+        finally:
+            self._gate_rows = None
+            self._gate_seen = {s: [] for s in SIGNALS}
+        for r, (reading, _, slot) in enumerate(plan):
+            if not reading.acts:
+                reading.acts = {s: x.new_zeros(x.shape[0], reading.width, x.shape[-1]) for s, x in seen.items()}
+            for s, x in seen.items():
+                reading.acts[s][:, slot] = x[:, r]
+            reading.filled.add(slot)
+        finished = {id(r): r for r, _, _ in plan if len(r.filled) == r.width}
+        if finished:
+            self._gate_finish(list(finished.values()))
+        return out
+
+    @torch.inference_mode()
+    def _gate_finish(self, readings: list[_Reading]) -> None:
+        """Features for probes whose positions are all read, as one batch (left padded to the widest)."""
+        for req_id in [k for k, r in self._gate_open.items() if any(r is x for x in readings)]:
+            del self._gate_open[req_id]
+        width = max(r.width for r in readings)
+        longest = max(r.length for r in readings)
+
+        def padded(r: _Reading, s: str) -> torch.Tensor:
+            x = r.acts[s]
+            return F.pad(x, (0, 0, width - r.width, 0))
+
+        acts = Activations(**{s: torch.stack([padded(r, s) for r in readings]) for s in SIGNALS},
+                           attention_mask=torch.tensor([[0] * (longest - r.length) + [1] * r.length for r in readings],
+                                                       device=self.model_runner.device))
+        features = compute_features(self._gate_arch, acts, self._gate_settings)
+        for b, r in enumerate(readings):
+            lens = top_tokens(self._gate_arch, acts.resid[b, :, -1], r.lens_top) if r.lens_top else None
+            self._gate_done[r.key] = pack(features[b:b + 1], lens)
+        while len(self._gate_done) > _KEPT:
+            self._gate_done.pop(next(iter(self._gate_done)))

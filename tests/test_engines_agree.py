@@ -1,0 +1,86 @@
+"""One sidecar for both engines: the vLLM engine's features (read in its worker during vLLM's own prefill)
+agree with the transformers engine's on the same token ids, closely enough that the shipped checkpoint
+gives the same P(knows).
+
+Stated tolerances (both engines float32 on the default model; features are stored as float16, whose
+spacing is ~1e-3 relative): per-layer and global features within 0.02 + 1% of the transformers value, the
+hidden-state reads within 0.05 + 1%, lens top-1 tokens the same at ≥ 95% of layers, P(knows) within 0.02.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from conftest import VLLM_TEST_ARGS
+from gate.sidecar import load_for
+
+PROMPTS = [
+    "What is the capital of Australia?",
+    "Who wrote the novel Moby-Dick?",
+    "Which element has the chemical symbol Fe?",
+    "In what year did the Berlin Wall fall?",
+    "What is the name of the longest river in South America?",
+    "Who painted the ceiling of the Sistine Chapel?",
+    "What was the name of the ship on which Charles Darwin sailed around the world in the 1830s?",
+    "Hi there! How are you today?",
+]
+
+
+def _ids(engine, text: str) -> list[int]:
+    return engine.tokens(engine.prompt([{"role": "user", "content": text}]))
+
+
+def _assert_agree(vllm_features, hf_features) -> None:
+    for name, atol in (("layer", 0.02), ("globals", 0.02), ("hidden", 0.05)):
+        got, want = (getattr(f, name).astype(np.float32) for f in (vllm_features, hf_features))
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0.01, atol=atol, err_msg=name)
+    assert (vllm_features.top_tokens == hf_features.top_tokens).mean() >= 0.95
+
+
+@pytest.fixture(scope="module")
+def reference(engine) -> list:
+    """The transformers engine's features, one prompt at a time."""
+    return [engine.read(_ids(engine, text), probe=True).features for text in PROMPTS]
+
+
+def test_features_and_p_knows_agree_across_engines(engine, vllm_engine, reference):
+    sidecar = load_for(engine)
+    assert sidecar is not None, "the default model ships a sidecar checkpoint"
+    assert load_for(vllm_engine) is not None  # the same checkpoint accepts the vLLM engine's signature
+    # All eight at once: vLLM batches their prefills into one flattened batch (rows of several requests).
+    with ThreadPoolExecutor(len(PROMPTS)) as pool:
+        got = list(pool.map(lambda t: vllm_engine.read(_ids(engine, t), probe=True).features, PROMPTS))
+    for text, mine, want in zip(PROMPTS, got, reference):
+        _assert_agree(mine, want)
+        p_vllm, p_hf = float(sidecar.predict_proba(mine)[0]), float(sidecar.predict_proba(want)[0])
+        assert abs(p_vllm - p_hf) <= 0.02, (text, p_vllm, p_hf)
+
+
+def test_reading_straddles_two_prefill_chunks(engine, vllm_engine):
+    """A prompt of chunk + 2 tokens: its last 4 positions are computed in two steps of vLLM's prefill."""
+    chunk = VLLM_TEST_ARGS["max_num_batched_tokens"]
+    long = engine.prompt([{"role": "user", "content": "Tell me about rivers. " * 80}])
+    ids = engine.tokens(long)[: chunk + 2]
+    assert len(ids) == chunk + 2
+    _assert_agree(vllm_engine.read(ids, probe=True).features, engine.read(ids, probe=True).features)
+
+
+def test_repeated_prompt_reads_the_cache_up_to_its_last_positions(engine, vllm_engine):
+    """A prompt seen before (here 80 tokens: two full blocks cached) is probed again from the prefix cache,
+    except its last positions, which the probe computes: the features are the same."""
+    ids = engine.tokens(engine.prompt([{"role": "user", "content": "Tell me about rivers. " * 20}]))[:80]
+    want = engine.read(ids, probe=True).features
+    for _ in range(2):
+        _assert_agree(vllm_engine.read(ids, probe=True).features, want)
+
+
+def test_probe_view_lens_agrees(engine, vllm_engine):
+    ids = _ids(engine, PROMPTS[2])
+    mine, want = vllm_engine.read(ids, probe=True, lens_top=3).lens, engine.read(ids, probe=True, lens_top=3).lens
+    assert len(mine) == len(want) == engine.shape.num_layers
+    assert [[t for t, _ in layer] for layer in mine[-3:]] == [[t for t, _ in layer] for layer in want[-3:]]
+    np.testing.assert_allclose([[p for _, p in layer] for layer in mine], [[p for _, p in layer] for layer in want],
+                               atol=1e-3)
