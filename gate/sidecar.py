@@ -229,6 +229,7 @@ class Sidecar:
 
     def _components(self, feats: Features) -> np.ndarray:
         """[B, reads]: each read's logit (the GRU's is its ensemble mean), in `reads` order."""
+        self._check_shapes(feats)
         cols = []
         with torch.no_grad(), _one_thread():
             for read in self.hp["reads"]:

@@ -10,7 +10,6 @@ so its ECE weighs both kinds of turn equally. Writes applicability.json / .md.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -21,11 +20,9 @@ from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
 from gate.applicability import Applicability
-from gate.config import load_settings
 from gate.engine.features import Features
-from gate.engine.loading import model_slug
 from training.metrics import auroc, balanced_weights, ece
-from training.store import data_dir, is_factual, load_dataset
+from training.store import dataset_folder, dataset_parser, is_factual, load_dataset
 
 THRESHOLD = 0.5
 # Sources whose text may be quoted in shipped files (BSD / MIT / Apache-2.0 or written here); others by id only.
@@ -151,17 +148,14 @@ def evaluate(directory: Path, out: Path, limit: int | None = None, threshold: fl
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m training.evaluate_applicability", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", help="gate.yaml (its model.id picks the folder)")
-    ap.add_argument("--data", type=Path, help="dataset folder (default: data/<model-slug>)")
+    ap = dataset_parser("python -m training.evaluate_applicability", __doc__)
     ap.add_argument("--out", type=Path, help="where the results go (default: the dataset folder)")
     ap.add_argument("--threshold", type=float, default=THRESHOLD, help="P(factual) below it passes (default: %(default)s)")
     ap.add_argument("--limit", type=int, help="use only the first N rows (smoke tests only)")
     ap.add_argument("--C", type=float, nargs="+", help="instead: sweep these regularisation strengths (writes "
                                                         "applicability_C.md)")
     args = ap.parse_args(argv)
-    directory = args.data or data_dir(model_slug(load_settings(args.config).model.id))
+    directory = dataset_folder(args)
     if args.C:
         (args.out or directory).joinpath("applicability_C.md").write_text(sweep_C(directory, args.C, args.threshold))
         return {}

@@ -7,19 +7,15 @@ never the random test split. Writes selection.json / selection.md next to the da
 """
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from gate.config import load_settings
-from gate.engine.loading import model_slug
 from training.baselines import Part, SidecarMethod
 from training.metrics import auroc, ece
 from training.splits import stratified, strata_of
-from training.store import data_dir, is_factual, load_dataset
+from training.store import dataset_folder, dataset_parser, is_factual, load_dataset
 
 CANDIDATES = (("hidden", "gru"), ("hidden",), ("layers",), ("gru",), ("layers", "gru"), ("hidden", "layers"),
               ("hidden", "layers", "gru"))
@@ -43,13 +39,10 @@ def loso_scores(data: Part, reads: tuple[str, ...], signature: dict, min_positiv
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m training.select_reads", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", help="gate.yaml (its model.id picks the folder)")
-    ap.add_argument("--data", type=Path, help="dataset folder (default: data/<model-slug>)")
+    ap = dataset_parser("python -m training.select_reads", __doc__)
     ap.add_argument("--min-positives", type=int, default=10, help="held-out sources need this many known answers")
     args = ap.parse_args(argv)
-    directory = args.data or data_dir(model_slug(load_settings(args.config).model.id))
+    directory = dataset_folder(args)
     rows, feats, meta = load_dataset(directory)
     keep = np.array([is_factual(r) for r in rows])
     data = Part([r for r, k in zip(rows, keep) if k], feats[keep], np.array([r["label"] for r, k in zip(rows, keep) if k]))

@@ -1,6 +1,7 @@
 """Dataset files: one JSON row per example plus aligned float16 feature arrays (never raw activations)."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -22,6 +23,20 @@ def is_factual(row: dict) -> bool:
 
 def data_dir(slug: str) -> Path:
     return ROOT / "data" / slug
+
+
+def dataset_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The options of every step that reads a built dataset: --config and --data (see dataset_folder)."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="gate.yaml (its model.id picks the folder)")
+    ap.add_argument("--data", type=Path, help="dataset folder (default: data/<model-slug>)")
+    return ap
+
+
+def dataset_folder(args: argparse.Namespace) -> Path:
+    from gate.config import load_settings
+    from gate.engine.loading import model_slug
+    return args.data or data_dir(model_slug(load_settings(args.config).model.id))
 
 
 def save_features(path: Path, feats: Features, ids: list[str], meta: dict) -> None:
