@@ -537,7 +537,7 @@ class FaultyGate:
     BOOM = "please crash"
 
     def __init__(self, gate):
-        self.gate = gate
+        self.gate, self.engine = gate, gate.engine
 
     def prepare(self, messages, overrides):
         if messages[-1]["content"] == self.BOOM:
