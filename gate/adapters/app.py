@@ -261,5 +261,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     import uvicorn
 
     from gate.pipeline import Gate
-    app = create_app(settings, Gate(settings))
-    uvicorn.run(app, host=host or settings.server.host, port=port or settings.server.port)
+    gate = Gate(settings)
+    try:
+        uvicorn.run(create_app(settings, gate), host=host or settings.server.host, port=port or settings.server.port)
+    finally:
+        gate.engine.close()  # the vLLM engine's processes end with the server

@@ -54,6 +54,8 @@ class VllmEngine(TurnEngine):
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from gate.engine.vllm_scheduler import CAPS_PROBES
+
         self.settings = settings
         source, config = checked_source(settings.model)
         text, family = config.get_text_config(), vllm_family(config)
@@ -66,12 +68,13 @@ class VllmEngine(TurnEngine):
         self.dtype = resolve_dtype(self.profile.dtype, self.device)
         self.eos_ids = stop_token_ids(self.tokenizer, self.profile.stop_tokens)
         self.turn_lock, self.max_turns = contextlib.nullcontext(), settings.vllm.max_turns
+        self._probe_skips_cache = not CAPS_PROBES
         v = settings.vllm
         args = AsyncEngineArgs(
             model=str(source), dtype=str(self.dtype).removeprefix("torch."), block_size=v.block_size,
             enable_prefix_caching=True, enforce_eager=True,
             worker_extension_cls="gate.engine.vllm_worker.GateWorkerExtension",
-            scheduler_cls="gate.engine.vllm_scheduler.GateScheduler",
+            scheduler_cls="gate.engine.vllm_scheduler.GateScheduler" if CAPS_PROBES else None,
             kv_cache_memory_bytes=None if v.kv_cache_gb is None else int(v.kv_cache_gb * 2 ** 30),
             disable_log_stats=True, **v.engine_args)
         self._loop = asyncio.new_event_loop()
@@ -126,6 +129,7 @@ class VllmEngine(TurnEngine):
         from vllm import SamplingParams as VllmParams, TokensPrompt
         key = uuid.uuid4().hex
         params = VllmParams(max_tokens=1, temperature=0.0, detokenize=False,
+                            skip_reading_prefix_cache=self._probe_skips_cache,
                             extra_args={PROBE: key, LENS_TOP: lens_top, COMPUTE: self.settings.features.positions})
         async for _ in self._llm.generate(TokensPrompt(prompt_token_ids=ids), params, request_id=f"probe-{key}"):
             pass

