@@ -69,6 +69,11 @@ def check_signature(saved: dict, signature: dict | None, directory: Path) -> Non
             ". Train a sidecar for this model (python -m training.build_dataset, then python -m training.train).")
 
 
+def data_dir(slug: str) -> Path:
+    """The shipped dataset, metrics and figures of a model: read by training and by the UI's Evaluation tab."""
+    return ROOT / "data" / slug
+
+
 def sidecar_dir(settings: Settings, model_id: str) -> Path:
     base = Path(settings.sidecar_dir).expanduser()
     return (base if base.is_absolute() else ROOT / base) / model_slug(model_id)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from training import build_dataset as bd
-from training.normalize import matches
+from gate.normalize import matches
 from training.chat_sources import context
 from training.sources import Example, red_trivia
 from training.store import load_dataset, load_rows

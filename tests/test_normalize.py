@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.normalize import answer_region, gold_in_question, matches, normalize, number_to_words
+from gate.normalize import answer_region, gold_in_question, matches, normalize, number_to_words
 
 
 @pytest.mark.parametrize("text, expected", [

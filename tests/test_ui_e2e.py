@@ -13,7 +13,7 @@ import pytest
 
 from gate.adapters.evaluation import load_evaluation
 from gate.engine.loading import model_slug
-from training.normalize import matches
+from gate.normalize import matches
 from training.store import data_dir
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from gate.config import Settings, load_settings
 from gate.engine.loading import model_slug
-from training.normalize import matches
+from gate.normalize import matches
 from training.chat_sources import CHAT_LOADERS
 from training.sources import SOURCES, Example, load_examples
 from training.store import concat, data_dir, load_features, load_rows, save_examples, save_features, save_rows

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from gate.config import load_settings
 from gate.engine.loading import model_slug
 from training.build_dataset import messages_of
-from training.normalize import matches
+from gate.normalize import matches
 from training.sources import Example
 from training.splits import load_splits
 from training.store import SOURCE_TEXT, data_dir, is_factual, load_examples, load_features, load_rows, save_rows

@@ -17,7 +17,7 @@ from typing import Callable
 
 import yaml
 
-from training.normalize import gold_in_question, normalize
+from gate.normalize import gold_in_question, normalize
 
 # Red trivia lists that test general knowledge ("red"), and every other usable list: game, film, book and
 # sports-team lore ("redfandom"). Picture rounds (flags, maps, "who's that pokemon") are not usable as text.

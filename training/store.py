@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from gate.engine.features import Features
+from gate.sidecar import data_dir
 
-ROOT = Path(__file__).resolve().parent.parent
 _ARRAYS = ("layer", "globals", "hidden", "top_tokens")
 # Question and gold texts stay in their source packages (GPL-3.0 / CC BY-SA): shipped rows carry ids only.
 SOURCE_TEXT = ("question", "golds", "history")
@@ -19,10 +19,6 @@ SOURCE_TEXT = ("question", "golds", "history")
 def is_factual(row: dict) -> bool:
     """A knowledge question (labelled by the model's own answer); rows built before chat turns existed all are."""
     return bool(row.get("factual", True))
-
-
-def data_dir(slug: str) -> Path:
-    return ROOT / "data" / slug
 
 
 def dataset_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:

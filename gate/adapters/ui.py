@@ -26,10 +26,9 @@ from gate.config import Settings
 from gate.engine.features import band_layers
 from gate.engine.loading import model_slug
 from gate.models import known
-from gate.sidecar import sidecar_dir
+from gate.sidecar import data_dir, sidecar_dir
 from gate.turns import Delta, GateView, TurnError, TurnOverrides, TurnResult
-from training.normalize import matches
-from training.store import data_dir
+from gate.normalize import matches
 
 if TYPE_CHECKING:
     from gate.pipeline import Gate
