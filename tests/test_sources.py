@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.chat_sources import CHAT_LOADERS
+from training.chat_sources import _RG_TASKS, CHAT_LOADERS
 from training.sources import by_id, load_examples
 from training.variants import VARIANTS
 
@@ -34,6 +34,15 @@ def test_new_knowledge_sources_load():
     for name in ("fanoutqa", "freshqa", "cbtrivia", "redfandom"):
         turns = load_examples({name: 30})
         assert len(turns) == 30 and all(t.factual and t.golds and t.source == name for t in turns)
+
+
+@pytest.mark.parametrize("name", sorted(_RG_TASKS))
+def test_reasoning_gym_tasks_are_seeded_and_all_contribute(name):
+    """Procedural tasks: the same turns on every load (shipped rows find their text by id), most of each task's
+    instances short enough to be a chat turn."""
+    first, again = CHAT_LOADERS[name](), CHAT_LOADERS[name]()
+    assert [t.id for t in first] == [t.id for t in again]
+    assert len({t.id for t in first}) == len(first) >= 8 * len(_RG_TASKS[name][1])
 
 
 def test_unknown_source_is_named():

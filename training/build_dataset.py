@@ -30,9 +30,9 @@ from training.store import concat, data_dir, load_features, load_rows, save_exam
 SHORT_INSTRUCTION = "Answer in a few words."
 # The shipped default dataset. Order matters for reuse: each sample is drawn from one seeded generator in turn.
 KNOWLEDGE_SOURCES = ("red,simpleqa:600,fanoutqa:300,freshqa,cbtrivia,red~conv:120,red~chat:60,red~prev:60,red~and:60,"
-                     "simpleqa~conv:40")
+                     "simpleqa~conv:40,redfandom:1500")
 CHAT_SOURCES = ("chatterbot,persistbench:120,writingbench:60,humaneval:100,codeio:100,gsm:100,arithmetic:60,"
-                "transform:80,reading:60,context:80,instructions,followup:60")
+                "transform:80,reading:60,context:80,instructions,followup:60,rgmaths,rgtext,rgpuzzle")
 DEFAULT_SOURCES = f"{KNOWLEDGE_SOURCES},{CHAT_SOURCES}"
 
 

