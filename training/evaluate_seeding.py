@@ -110,7 +110,7 @@ def summarise(results: list[dict], abstention: str, seed: int = 0) -> dict:
     confident = {m: [not HEDGES.search(r["replies"][m]) for r in results] for m in MODES}
     base_correct = [o == "correct" for o in outcome["off"]]
     by_decision = {}
-    for d in ("answer", "hedge", "abstain"):
+    for d in ("pass", "answer", "hedge", "abstain"):
         idx = [i for i, r in enumerate(results) if r["decision"] == d]
         accuracy = float(np.mean([base_correct[i] for i in idx])) if idx else None
         by_decision[d] = {"n": len(idx), "baseline_accuracy": accuracy}
