@@ -233,8 +233,9 @@ class GateWorkerExtension:
         are any, so the lens's [rows, vocab] product does not hold up the next forward on the bound cores.
         """
         spare = set(range(os.cpu_count() or 1)) - os.sched_getaffinity(0)
-        with contextlib.suppress(OSError):  # none spare, or not ours to use: stay where vLLM put the worker
-            os.sched_setaffinity(0, spare or os.sched_getaffinity(0))  # this thread only (Linux: 0 = caller)
+        if spare:
+            with contextlib.suppress(OSError):  # cores outside this container's set: stay where vLLM put us
+                os.sched_setaffinity(0, spare)  # this thread only (Linux: 0 is the calling thread)
         while True:
             reading = self._gate_queue.get()
             try:
