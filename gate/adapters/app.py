@@ -13,7 +13,7 @@ import logging
 import socket
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
@@ -262,7 +262,19 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
 
     from gate.pipeline import Gate
     gate = Gate(settings)
+    app = create_app(settings, gate)
+    opened = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[object]:
+        """Close the engine at shutdown: uvicorn then re-raises SIGTERM, which ends the process at once, so a
+        `finally` after uvicorn.run never runs and vLLM's engine processes would be left running."""
+        async with opened(app) as state:
+            yield state
+        await anyio.to_thread.run_sync(gate.engine.close)
+
+    app.router.lifespan_context = lifespan
     try:
-        uvicorn.run(create_app(settings, gate), host=host or settings.server.host, port=port or settings.server.port)
+        uvicorn.run(app, host=host or settings.server.host, port=port or settings.server.port)
     finally:
-        gate.engine.close()  # the vLLM engine's processes end with the server
+        gate.engine.close()  # also when the server never started (closing twice is a no-op)

@@ -3,8 +3,9 @@
 A gated turn is two vLLM requests. The probe (the prompt, one token; it reads the prefix cache only up to
 its last K positions, which its own forward must compute: vllm_scheduler.py) runs through vLLM's
 scheduler with continuous batching;
-the worker extension (vllm_worker.py) reads the probe's internals during that prefill and keeps its
-features, which `collective_rpc("gate_take")` hands over as small arrays. Then the generation request —
+the worker extension (vllm_worker.py) reads the probe's internals during that prefill, computes its
+features off the forward's critical path and pushes them as small arrays through a pipe (an authenticated
+Unix socket) that a reader thread here hands to the waiting probe. Then the generation request —
 prompt + seed — reuses the prompt's KV blocks through prefix caching (only the tail after the last full
 block and the seed are computed) and streams tokens. In `off` mode there is no probe: one plain request.
 
@@ -18,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import threading
 import uuid
+from multiprocessing.connection import Listener
 from typing import Any, Awaitable, Iterator, TypeVar
 
 from transformers import AutoTokenizer
@@ -32,11 +35,15 @@ from gate.engine.features import Features
 from gate.engine.generate import SamplingParams, stop_token_ids
 from gate.engine.loading import checked_source, resolve_device, resolve_dtype
 from gate.models import profile_for
-from gate.engine.vllm_worker import COMPUTE, LENS_TOP, PROBE, unpack, vllm_family
+from gate.engine.vllm_worker import COMPUTE, KEY_BYTES, LENS_TOP, PROBE, unpack, vllm_family
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _END = object()  # end of a token stream
+# How long a probe that vLLM has run waits for its features. They are on the pipe before the probe's output
+# leaves the worker unless the feature thread has a queue (probes of earlier steps: ~0.1 s each on one CPU
+# core) or the hooks kept no reading of the probe at all (then this is the error's delay).
+_FEATURES_WAIT_S = 300.0
 
 
 class _Read(ReadPrompt):
@@ -80,14 +87,35 @@ class VllmEngine(TurnEngine):
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="gate-vllm")
         self._thread.start()
+        self._waiting: dict[str, asyncio.Future] = {}  # probe key → its features, once the worker pushes them
+        authkey = os.urandom(32)
+        listener = Listener(family="AF_UNIX", authkey=authkey)  # rank 0's worker connects in gate_install
+        threading.Thread(target=self._read_pipe, args=(listener,), daemon=True, name="gate-features").start()
         self._llm: Any = self._call(self._started(AsyncLLM, args))
-        self._weights = self._call(self._llm.collective_rpc("gate_install", args=(settings.features.model_dump(),)))[0]
+        install = (settings.features.model_dump(), listener.address, authkey)
+        self._weights = self._call(self._llm.collective_rpc("gate_install", args=install))[0]
         self.context_window = self._llm.model_config.max_model_len
 
     @staticmethod
     async def _started(cls: Any, args: Any) -> Any:
         """Build the async engine on its own loop (its output handler runs there)."""
         return cls.from_engine_args(args)
+
+    def _read_pipe(self, listener: Listener) -> None:
+        """Reader thread: each message is a probe's key + its packed features (empty: they failed)."""
+        with listener:
+            pipe = listener.accept()
+        with pipe, contextlib.suppress(EOFError, OSError):  # the worker exited
+            while True:
+                message = pipe.recv_bytes()
+                key, blob = message[:KEY_BYTES].decode(), message[KEY_BYTES:]
+                self._loop.call_soon_threadsafe(self._deliver, key, blob)
+
+    def _deliver(self, key: str, blob: bytes) -> None:
+        """On the engine's loop: hand the features to their waiting probe (gone if its caller left)."""
+        waiter = self._waiting.pop(key, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(blob)
 
     def _call(self, work: Awaitable[T]) -> T:
         """Run a coroutine on the engine's loop and wait for its result in this thread."""
@@ -131,11 +159,17 @@ class VllmEngine(TurnEngine):
         params = VllmParams(max_tokens=1, temperature=0.0, detokenize=False,
                             skip_reading_prefix_cache=self._probe_skips_cache,
                             extra_args={PROBE: key, LENS_TOP: lens_top, COMPUTE: self.settings.features.positions})
-        async for _ in self._llm.generate(TokensPrompt(prompt_token_ids=ids), params, request_id=f"probe-{key}"):
-            pass
-        (blob,) = (await self._llm.collective_rpc("gate_take", args=([key],)))[0]
-        if blob is None:
-            raise RuntimeError("vLLM ran the probe but the gate's hooks kept no reading of it")
+        features = self._waiting[key] = asyncio.get_running_loop().create_future()
+        try:
+            async for _ in self._llm.generate(TokensPrompt(prompt_token_ids=ids), params, request_id=f"probe-{key}"):
+                pass
+            blob = await asyncio.wait_for(features, _FEATURES_WAIT_S)
+        except TimeoutError:
+            raise RuntimeError("vLLM ran the probe but the gate's hooks kept no reading of it") from None
+        finally:
+            self._waiting.pop(key, None)
+        if not blob:
+            raise RuntimeError("the gate's features failed in vLLM's worker (its log says why)")
         return unpack(blob)
 
     async def _generate(self, ids: list[int], params: SamplingParams, out: queue.SimpleQueue) -> None:

@@ -8,13 +8,21 @@ and wraps the model runner's forward. Before each forward the wrapper finds, fro
 (request ids, query start locations, computed-token counts), the flattened rows that hold the last K
 prompt positions of each probe request (marked in its SamplingParams.extra_args); the hooks copy only
 those rows. A probe whose K positions are all read (a chunked prefill may take several steps) gets its
-features from gate.engine.features — the same code, on the same modules — and `gate_take` hands them to
-the main process as small float16 arrays packed in bytes. Only rank 0 computes (tensor parallel: the
-residual stream and the MLP write are whole on every rank; the vocabulary-sharded unembedding is gathered).
+features from gate.engine.features — the same code, on the same modules — off the forward's critical path:
+a feature thread computes them (on the CPU cores vLLM left to its front end, where there are any) while the
+engine runs its next steps, one probe at a time, and pushes each as small float16 arrays packed in bytes
+through a pipe the main process reads (vllm_engine.py), without an RPC that would wait behind a busy engine
+step. Only rank 0 computes (tensor parallel: the residual stream and the MLP write are whole on every rank;
+the vocabulary-sharded unembedding is gathered).
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+import os
+import queue
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -29,13 +37,15 @@ from gate.engine.capture import Activations, first_tensor
 from gate.engine.features import Features, compute_features
 from gate.engine.lens import top_tokens
 
+log = logging.getLogger(__name__)
+
 PROBE = "gate_probe"        # SamplingParams.extra_args: the key a probe's features are kept under
 LENS_TOP = "gate_lens_top"  # ... how many lens tokens per layer to report (the probe view), 0: none
 COMPUTE = "gate_compute"    # ... and how many last prompt positions its own forward must compute (K)
 SIGNALS = ("resid", "resid_mid", "write")
 # Families whose vLLM decoder layers have the layout read here (Gemma 4's PLE and layer scalar are not read).
 VLLM_FAMILIES = {name for name in FAMILIES if not name.startswith("gemma4")}
-_KEPT = 4096  # finished readings kept for `gate_take`; older ones (a probe whose caller left) are dropped
+KEY_BYTES = 32  # a probe's key (uuid4 hex) heads each message on the pipe; an empty rest means it failed
 
 
 class _Unembed(nn.Module):
@@ -136,8 +146,10 @@ def _write_rows(out: Any, rows: torch.Tensor) -> torch.Tensor:
 class GateWorkerExtension:
     """Mixed into vLLM's worker class; methods are called by name through `collective_rpc`."""
 
-    def gate_install(self, features: dict) -> int:
-        """Register the hooks and wrap the runner's forward; returns the weights' size in bytes."""
+    def gate_install(self, features: dict, address: str, authkey: bytes) -> int:
+        """Register the hooks, wrap the runner's forward and (rank 0) connect the feature pipe to the main
+        process's listener at `address`; returns the weights' size in bytes."""
+        from multiprocessing.connection import Client
         runner = self.model_runner
         model = runner.get_model()
         self._gate_settings = FeatureSettings(**features)
@@ -146,7 +158,10 @@ class GateWorkerExtension:
         self._gate_rows: torch.Tensor | None = None
         self._gate_seen: dict[str, list[torch.Tensor]] = {s: [] for s in SIGNALS}
         self._gate_open: dict[str, _Reading] = {}
-        self._gate_done: dict[str, bytes] = {}
+        if self._gate_rank0:
+            self._gate_pipe = Client(address, family="AF_UNIX", authkey=authkey)
+            self._gate_queue: queue.SimpleQueue[_Reading] = queue.SimpleQueue()
+            threading.Thread(target=self._gate_features, daemon=True, name="gate-features").start()
         arch = self._gate_arch
         for layer, mid, write in zip(arch.layers, arch.resid_mid, arch.write):
             layer.register_forward_hook(self._gate_hook("resid", _stream_rows))
@@ -155,10 +170,6 @@ class GateWorkerExtension:
         forward = runner._model_forward
         runner._model_forward = lambda *args, **kwargs: self._gate_forward(forward, *args, **kwargs)
         return sum(p.numel() * p.element_size() for p in model.parameters())
-
-    def gate_take(self, keys: list[str]) -> list[bytes | None]:
-        """Hand over (and forget) the features of finished probes; None for a key not (or no longer) held."""
-        return [self._gate_done.pop(k, None) for k in keys]
 
     # ---- inside the worker's step ---------------------------------------------------------------------
 
@@ -211,29 +222,33 @@ class GateWorkerExtension:
             for s, x in seen.items():
                 reading.acts[s][:, slot] = x[:, r]
             reading.filled.add(slot)
-        finished = {id(r): r for r, _, _ in plan if len(r.filled) == r.width}
-        if finished:
-            self._gate_finish(list(finished.values()))
+        for req_id in [k for k, r in self._gate_open.items() if len(r.filled) == r.width]:
+            self._gate_queue.put(self._gate_open.pop(req_id))  # all positions read: to the feature thread
         return out
 
+    def _gate_features(self) -> None:
+        """The feature thread: each finished reading's features, in order, pushed through the pipe.
+
+        It runs on the cores vLLM did not bind its OpenMP threads to (reserved for its front end) when there
+        are any, so the lens's [rows, vocab] product does not hold up the next forward on the bound cores.
+        """
+        spare = set(range(os.cpu_count() or 1)) - os.sched_getaffinity(0)
+        if spare:
+            with contextlib.suppress(OSError):  # cores outside this container's set: stay where vLLM put us
+                os.sched_setaffinity(0, spare)  # this thread only (Linux: 0 is the calling thread)
+        while True:
+            reading = self._gate_queue.get()
+            try:
+                blob = self._gate_finish(reading)
+            except Exception:
+                log.exception("the gate's features failed for probe %s", reading.key)
+                blob = b""
+            self._gate_pipe.send_bytes(reading.key.encode() + blob)
+
     @torch.inference_mode()
-    def _gate_finish(self, readings: list[_Reading]) -> None:
-        """Features for probes whose positions are all read, as one batch (left padded to the widest)."""
-        for req_id in [k for k, r in self._gate_open.items() if any(r is x for x in readings)]:
-            del self._gate_open[req_id]
-        width = max(r.width for r in readings)
-        longest = max(r.length for r in readings)
-
-        def padded(r: _Reading, s: str) -> torch.Tensor:
-            x = r.acts[s]
-            return F.pad(x, (0, 0, width - r.width, 0))
-
-        acts = Activations(**{s: torch.stack([padded(r, s) for r in readings]) for s in SIGNALS},
-                           attention_mask=torch.tensor([[0] * (longest - r.length) + [1] * r.length for r in readings],
-                                                       device=self.model_runner.device))
-        features = compute_features(self._gate_arch, acts, self._gate_settings)
-        for b, r in enumerate(readings):
-            lens = top_tokens(self._gate_arch, acts.resid[b, :, -1], r.lens_top) if r.lens_top else None
-            self._gate_done[r.key] = pack(features[b:b + 1], lens)
-        while len(self._gate_done) > _KEPT:
-            self._gate_done.pop(next(iter(self._gate_done)))
+    def _gate_finish(self, r: _Reading) -> bytes:
+        """One probe's features (and lens top-k, for the probe view), packed."""
+        acts = Activations(**{s: x[None] for s, x in r.acts.items()},
+                           attention_mask=torch.ones(1, r.length, dtype=torch.long, device=self.model_runner.device))
+        lens = top_tokens(self._gate_arch, r.acts["resid"][:, -1], r.lens_top) if r.lens_top else None
+        return pack(compute_features(self._gate_arch, acts, self._gate_settings), lens)
