@@ -99,14 +99,14 @@ def leave_one_source_out(data: Part, signature: dict, fast: bool, boot: int, min
 
 
 def loso_table(loso: dict) -> str:
-    """Per held-out source: AUROC [95% CI] / ECE of every method."""
+    """Per held-out source: AUROC [95% CI] · AUPRC · ECE of every method (AUPRC next to the source's base rate)."""
     names = list(next(iter(loso.values())))
     head = "| held-out source (n, known) | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
     lines = []
     for src, res in loso.items():
         first = res[names[0]]
         cells = [f"{res[n]['auroc']:.3f} [{res[n]['auroc_ci95'][0]:.2f}, {res[n]['auroc_ci95'][1]:.2f}] · "
-                 f"ECE {res[n]['ece']:.3f}" for n in names]
+                 f"AUPRC {res[n]['auprc']:.3f} · ECE {res[n]['ece']:.3f}" for n in names]
         lines.append(f"| {src} ({first['n']}, {first['positives']}) | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 
@@ -288,7 +288,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     metrics["figures"] = [str(Path(f).relative_to(out)) for f in metrics["figures"]]
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    md = table(metrics) + (f"\nLeave-one-source-out (AUROC [95% CI] · ECE):\n\n{loso_table(metrics['splits']['loso'])}"
+    md = table(metrics) + (f"\nLeave-one-source-out (AUROC [95% CI] · AUPRC · ECE):\n\n{loso_table(metrics['splits']['loso'])}"
                            if metrics["splits"].get("loso") else "")
     (out / "metrics.md").write_text(md)
     print(md)
