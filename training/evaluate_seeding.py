@@ -16,6 +16,7 @@ share of the baseline's correct answers kept, abstention rate, effective reliabi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -78,12 +79,25 @@ def metrics(outcomes: list[str], confident: list[bool], base_correct: list[bool]
     }
 
 
+def run_key(gate, max_tokens: int) -> str:
+    """What a reply depends on besides the question: the budget, the policy (bands, threshold, seed texts) and
+    the checkpoint files. Rows logged under another key (a retrained sidecar, other bands) are asked again."""
+    from gate.sidecar import sidecar_dir
+    policy = gate.settings.policy
+    ckpt = sidecar_dir(gate.settings, gate.engine.model_id)
+    digest = hashlib.sha1(json.dumps([max_tokens, policy.model_dump(mode="json")], sort_keys=True).encode())
+    for path in sorted(ckpt.glob("*.npz")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def evaluate(gate, rows: list[dict], max_tokens: int, log: Path) -> list[dict]:
     """Ask every question in `off` and `seed` mode; each answered row is appended to `log` at once, and
-    rows already there (same budget) are reused, so an interrupted run resumes where it stopped.
+    rows already there (same `run_key`) are reused, so an interrupted run resumes where it stopped.
     The log holds ids and the model's replies, never the source packages' text (their licences)."""
     from gate.turns import TurnOverrides
-    done = {r["id"]: r for r in (load_rows(log) if log.exists() else []) if r["max_tokens"] == max_tokens}
+    key = run_key(gate, max_tokens)
+    done = {r["id"]: r for r in (load_rows(log) if log.exists() else []) if r.get("run") == key}
     out = []
     with log.open("a", encoding="utf-8") as sink:
         for row in tqdm(rows, unit="q", desc="seeding"):
@@ -94,7 +108,7 @@ def evaluate(gate, rows: list[dict], max_tokens: int, log: Path) -> list[dict]:
                 seed = gate.chat(messages, TurnOverrides(mode="seed", max_tokens=max_tokens))
                 gated = gate.settings.policy.abstention if seed.gate.decision == "abstain" else seed.content
                 done[row["id"]] = {
-                    "id": row["id"], "source": row["source"], "category": row["category"], "label": row.get("label"), "dataset_prediction": row.get("prediction"), "max_tokens": max_tokens,
+                    "id": row["id"], "source": row["source"], "category": row["category"], "label": row.get("label"), "dataset_prediction": row.get("prediction"), "max_tokens": max_tokens, "run": key,
                     "p_knows": seed.gate.p_knows, "decision": seed.gate.decision,
                     "replies": {"off": off.content, "seed": seed.content, "gate": gated}}
                 sink.write(json.dumps(done[row["id"]], ensure_ascii=False) + "\n")
