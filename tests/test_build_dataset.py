@@ -56,7 +56,8 @@ def test_resume_after_kill(engine, tmp_path, monkeypatch):
     assert calls == [2] and stats["computed"] == 2 and stats["examples"] == 4   # only the missing chunk
     assert (tmp_path / "build" / "chunk_0000.npz").stat().st_mtime_ns == first_mtime
 
-    assert not any("question" in r or "golds" in r for r in load_rows(tmp_path / "examples.jsonl"))
+    for part in (tmp_path / "examples.jsonl", *sorted((tmp_path / "build").glob("chunk_*.jsonl"))):
+        assert not any("question" in r or "golds" in r for r in load_rows(part)), part  # chunks are committable
     rows, feats, meta = load_dataset(tmp_path)
     assert [r["id"] for r in rows] == [e.id for e in EXAMPLES]
     assert feats.layer.shape[:2] == (4, engine.arch.num_layers) and feats.layer.dtype == np.float16

@@ -25,7 +25,7 @@ from gate.engine.loading import model_slug
 from gate.normalize import matches
 from training.chat_sources import CHAT_LOADERS
 from training.sources import SOURCES, Example, load_examples
-from training.store import concat, data_dir, load_features, load_rows, save_examples, save_features, save_rows
+from training.store import concat, data_dir, load_features, load_rows, save_examples, save_features
 
 SHORT_INSTRUCTION = "Answer in a few words."
 # The shipped default dataset. Order matters for reuse: each sample is drawn from one seeded generator in turn.
@@ -150,7 +150,8 @@ def build(engine, examples: list[Example], out: Path, chunk_size: int, batch_siz
         for k in todo:
             rows, feats, computed = reuse_or_run(engine, chunks[k], known, batch_size, max_new_tokens)
             jsonl, npz = chunk_paths(build_dir, k)
-            save_rows(jsonl, rows)   # rows first: a chunk counts as finished only once its npz exists too
+            save_examples(jsonl, rows)  # rows first (a chunk counts as finished only once its npz exists too);
+                                        # without the source packages' text, so chunks can be committed
             save_features(npz, feats, [r["id"] for r in rows], meta)
             done_examples += computed
             bar.update(len(rows))
