@@ -1,5 +1,5 @@
 """Dataset-build throughput (examples/s): batched capture + generation vs one example at a time, same model,
-same examples, one run each. Usage: python bench/bench_dataset.py [--n 32] [--batch-size 32]"""
+same examples, one run each. Usage: python bench/bench_dataset.py [--n 32] [--batch-size 32] [--model qwen2.5-coder-1.5b-instruct]"""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from gate.config import load_settings
+from common import add_model_args, settings_from
 from gate.engine.runtime import Engine
 from training.build_dataset import run_chunk
 from training.sources import load_examples
@@ -18,11 +18,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32, help="examples per mode (default: %(default)s)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=24)
-    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_model_args(ap)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    engine = Engine(load_settings())
+    engine = Engine(settings_from(args))
     examples = load_examples({"red": None}, seed=1)[:args.n]
     run_chunk(engine, examples[:2], 2, 2)  # warm-up: first-call allocations are not throughput
     results = []
@@ -31,7 +29,7 @@ def main() -> None:
         rows, _ = run_chunk(engine, examples, bs, args.max_new_tokens)
         dt = time.perf_counter() - t0
         results.append((mode, bs, dt, len(rows) / dt, sum(r["label"] for r in rows)))
-    print(f"model {engine.loaded.model_id}, device {engine.device}, torch threads {torch.get_num_threads()}, "
+    print(f"model {engine.loaded.model_id}, {engine.dtype}, device {engine.device}, torch threads {torch.get_num_threads()}, "
           f"{args.n} examples, {args.max_new_tokens} new tokens max")
     print("| mode | batch | seconds | examples/s | labels=1 |\n|---|---|---|---|---|")
     for mode, bs, dt, rate, pos in results:

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from gate.config import Settings
+from gate.config import Bands, Settings
 from gate.engine.loading import model_slug
 from training.evaluate_seeding import run_key, score, summarise
 
@@ -20,26 +20,56 @@ def test_score_rules():
     assert score("I'm not sure, but I think it is Lyon.", ["Paris"], ABSTENTION) == "wrong"
 
 
+def _row(gold: str, p: float, off: str, answer: str, hedge: str, abstain: str, p_factual: float = 0.9) -> dict:
+    return {"golds": [gold], "p_knows": p, "p_factual": p_factual,
+            "replies": {"off": off, "answer": answer, "hedge": hedge, "abstain": abstain}}
+
+
+ROWS = [  # baseline: 2 correct, 2 wrong (confident); bands 0.4/0.7 answer, abstain, hedge, abstain
+    _row("Paris", 0.9, "Paris", "Paris", "I think Paris", "I don't know."),
+    _row("Rome", 0.1, "Rome", "Rome", "Maybe Rome", "Rome"),
+    _row("Oslo", 0.5, "Bergen", "Bergen", "I think Bergen", "I don't know."),
+    _row("Bern", 0.2, "Zurich", "Zurich", "Perhaps Zurich", "I don't know."),
+]
+
+
 def test_summary_metrics():
-    rows = [  # baseline: 2 correct, 2 wrong; the gate abstains on one wrong and on one correct
-        {"golds": ["Paris"], "decision": "answer", "replies": {"off": "Paris", "seed": "Paris", "gate": "Paris"}},
-        {"golds": ["Rome"], "decision": "abstain", "replies": {"off": "Rome", "seed": "Rome", "gate": ABSTENTION}},
-        {"golds": ["Oslo"], "decision": "hedge", "replies": {"off": "Bergen", "seed": "I think Bergen",
-                                                               "gate": "I think Bergen"}},
-        {"golds": ["Bern"], "decision": "abstain", "replies": {"off": "Zurich", "seed": "I don't know.",
-                                                                "gate": ABSTENTION}},
-    ]
-    s = summarise(rows, ABSTENTION)
+    """Each mode's reply is the one logged for the decision these bands make."""
+    s = summarise(ROWS, ABSTENTION, Bands(low=0.4, high=0.7))
     off, seed, gate = (s["modes"][m] for m in ("off", "seed", "gate"))
     assert (off["accuracy_on_answered"], off["abstention_rate"], off["effective_reliability"]) == (0.5, 0.0, 0.0)
     assert off["confident_wrong_share_of_wrong"] == 1.0 and off["correct_kept"] == 1.0
+    # seed: Paris (answer) right, Rome (abstain seed ignored) right, Bergen hedged, Zurich declined
     assert seed["confident_wrong_share_of_wrong"] == 0.0 and seed["effective_reliability"] == pytest.approx(0.25)
+    assert seed["correct_kept"] == 1.0
     assert gate["correct_kept"] == 0.5 and gate["abstention_rate"] == 0.5 and gate["effective_reliability"] == 0.0
     assert s["by_decision"]["abstain"] == {"n": 2, "baseline_accuracy": 0.5}
+    other = summarise(ROWS, ABSTENTION, Bands(low=0.0, high=0.0))["modes"]["gate"]  # answer everything
+    assert other["abstention_rate"] == 0.0 and other["confident_wrong_rate"] == 0.5
+
+
+def test_pass_answers_plainly():
+    """Below the applicability threshold the decision is pass: the plain reply, never a seed or the abstention."""
+    rows = [_row("Paris", 0.1, "Paris", "x", "x", "x", p_factual=0.2)]
+    s = summarise(rows, ABSTENTION, Bands(low=0.4, high=0.7), threshold=0.5)
+    assert s["by_decision"]["pass"]["n"] == 1
+    assert s["modes"]["gate"]["correct_kept"] == 1.0 and s["modes"]["seed"]["correct_kept"] == 1.0
+
+
+def test_frontier_is_pareto():
+    """Kept share falls and removed share rises along the frontier; abstaining on all removes all, keeps none."""
+    points = summarise(ROWS, ABSTENTION, Bands(low=0.4, high=0.7))["frontier"]
+    kept = [p["correct_kept"] for p in points]
+    removed = [p["confident_wrong_removed"] for p in points]
+    assert kept == sorted(kept, reverse=True) and removed == sorted(removed) and len(set(removed)) == len(removed)
+    assert points[0]["correct_kept"] == 1.0 and points[-1]["confident_wrong_removed"] == 1.0
+    # hedging all but Paris (low 0, 0.5 < high <= 0.9) keeps both correct answers and removes both confident wrong
+    assert len(points) == 1 and points[0]["low"] == 0.0 and 0.5 < points[0]["high"] <= 0.9
 
 
 def test_run_key_changes_with_what_a_reply_depends_on(tmp_path):
-    """A resumed run reuses a logged reply only if the budget, the policy and the checkpoint are the same."""
+    """A resumed run reuses a logged reply only if the budget, the seeds and the checkpoint are the same; the
+    bands are scored afterwards, so changing them reuses every row."""
     settings = Settings(sidecar_dir=str(tmp_path))
     ckpt = tmp_path / model_slug(settings.model.id)
     ckpt.mkdir()
@@ -50,5 +80,7 @@ def test_run_key_changes_with_what_a_reply_depends_on(tmp_path):
     (ckpt / "weights.npz").write_bytes(b"v2")           # a retrained sidecar
     retrained = run_key(gate, 24)
     assert retrained != key
-    settings.policy.bands.low = 0.3                     # other bands
+    settings.policy.bands.low = 0.3                     # other bands: same replies
+    assert run_key(gate, 24) == retrained
+    settings.policy.abstention = "Pass."                # other texts: asked again
     assert run_key(gate, 24) != retrained

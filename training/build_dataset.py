@@ -16,6 +16,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -57,9 +58,10 @@ def dataset_meta(engine, max_new_tokens: int) -> dict:
             "short_instruction": SHORT_INSTRUCTION}
 
 
-def run_chunk(engine, examples: list[Example], batch_size: int, max_new_tokens: int) -> tuple[list[dict], object]:
+def run_chunk(engine, examples: list[Example], batch_size: int, max_new_tokens: int,
+              progress: Callable[[int], object] = lambda n: None) -> tuple[list[dict], object]:
     """Features and rows for one chunk, batched by prompt length to limit left padding. Only knowledge
-    questions are answered (greedy) and labelled; other turns are probed only."""
+    questions are answered (greedy) and labelled; other turns are probed only. `progress(n)` after each batch."""
     from gate.engine.generate import SamplingParams, generate_batch
     prompts = [engine.prompt(messages_of(ex)) for ex in examples]
     preds: dict[int, str] = {}
@@ -75,6 +77,7 @@ def run_chunk(engine, examples: list[Example], batch_size: int, max_new_tokens: 
             for j, i in enumerate(idx):
                 preds[i], feats[i] = answers[j], probe.features[j:j + 1]
             del probe
+            progress(len(idx))
     rows = [{**ex.to_dict(), "short": ex.factual and wants_short(ex.id), "prediction": preds[i],
              "label": int(matches(preds[i], ex.golds)) if ex.factual else None} for i, ex in enumerate(examples)]
     return rows, concat([feats[i] for i in range(len(examples))])
@@ -98,12 +101,14 @@ def previous_rows(folders: list[Path], meta: dict) -> dict[str, tuple[dict, obje
     return known
 
 
-def reuse_or_run(engine, chunk: list[Example], known: dict, batch_size: int, max_new_tokens: int):
+def reuse_or_run(engine, chunk: list[Example], known: dict, batch_size: int, max_new_tokens: int,
+                 progress: Callable[[int], object] = lambda n: None):
     """A chunk's rows and features: reused where the id is known, computed for the rest."""
     todo = [ex for ex in chunk if ex.id not in known]
+    progress(len(chunk) - len(todo))
     fresh: dict[str, tuple[dict, object]] = {}
     if todo:
-        rows, feats = run_chunk(engine, todo, batch_size, max_new_tokens)
+        rows, feats = run_chunk(engine, todo, batch_size, max_new_tokens, progress)
         fresh = {r["id"]: (r, feats[k:k + 1]) for k, r in enumerate(rows)}
     got = [fresh.get(ex.id) or known[ex.id] for ex in chunk]
     return [r for r, _ in got], concat([f for _, f in got]), len(todo)
@@ -148,13 +153,12 @@ def build(engine, examples: list[Example], out: Path, chunk_size: int, batch_siz
     with tqdm(total=len(examples), initial=len(examples) - sum(len(chunks[k]) for k in todo),
               unit="q", desc="build") as bar:
         for k in todo:
-            rows, feats, computed = reuse_or_run(engine, chunks[k], known, batch_size, max_new_tokens)
+            rows, feats, computed = reuse_or_run(engine, chunks[k], known, batch_size, max_new_tokens, bar.update)
             jsonl, npz = chunk_paths(build_dir, k)
             save_examples(jsonl, rows)  # rows first (a chunk counts as finished only once its npz exists too);
                                         # without the source packages' text, so chunks can be committed
             save_features(npz, feats, [r["id"] for r in rows], meta)
             done_examples += computed
-            bar.update(len(rows))
     elapsed = time.perf_counter() - t0
     all_rows, parts = [], []
     for k in range(len(chunks)):

@@ -16,13 +16,11 @@ from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
-from gate.config import load_settings
-from gate.engine.loading import model_slug
 from gate.sidecar import Sidecar, SidecarMismatch, sidecar_dir
 from training import band_sweep, evaluate_applicability
 from training.baselines import BASELINES, Method, Part, SidecarMethod
 from training.metrics import auroc, bootstrap_auroc, ece, risk_coverage, within_category_auroc
-from training.store import data_dir, is_factual, load_dataset
+from training.store import dataset_folder, dataset_parser, is_factual, load_dataset, step_settings
 from training.splits import load_splits, stratified, strata_of
 from training.train import ensure_splits
 
@@ -194,10 +192,7 @@ def table(metrics: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", help="gate.yaml (its model.id and sidecar_dir pick the folders)")
-    ap.add_argument("--data", type=Path, help="dataset folder (default: data/<model-slug>)")
+    ap = dataset_parser("python -m training.evaluate", __doc__)
     ap.add_argument("--out", type=Path, help="where metrics and figures go (default: the dataset folder)")
     ap.add_argument("--checkpoint", type=Path, help="sidecar evaluated on the random split (default: the shipped "
                                                     "one; it must have been trained on that split's train part)")
@@ -219,8 +214,8 @@ def main(argv: list[str] | None = None) -> dict:
 def evaluate(args: argparse.Namespace) -> dict:
     """Everything `main` describes, for parsed arguments."""
 
-    settings = load_settings(args.config)
-    directory = args.data or data_dir(model_slug(settings.model.id))
+    settings = step_settings(args)
+    directory = dataset_folder(args)
     out = args.out or directory
     rows, feats, meta = load_dataset(directory)
     ensure_splits(directory, rows, seed=0)

@@ -15,7 +15,6 @@ share of the baseline's correct answers kept, abstention rate, effective reliabi
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
@@ -24,13 +23,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from gate.config import load_settings
-from gate.engine.loading import model_slug
 from training.build_dataset import messages_of
+from gate.config import Bands
+from gate.models import known
 from gate.normalize import matches
+from gate.policy.bands import decide
 from training.sources import Example
 from training.splits import load_splits
-from training.store import SOURCE_TEXT, data_dir, is_factual, load_examples, load_features, load_rows, save_rows
+from training.store import (SOURCE_TEXT, dataset_folder, dataset_parser, is_factual, load_examples, load_features,
+                            load_rows, save_rows, step_settings)
 
 ABSTAINS = re.compile(r"\b(i (do not|don't|dont) know|i'm not able to answer|i am not able to answer|i cannot answer|"
                       r"i can't answer|no idea|i'm not aware|i am not aware|i won't guess|i will not guess|"
@@ -79,22 +80,29 @@ def metrics(outcomes: list[str], confident: list[bool], base_correct: list[bool]
     }
 
 
+SEEDED = ("answer", "hedge", "abstain")  # the decisions that seed a reply; `pass` is answered plainly (= off)
+FORCE = {"answer": (0.0, 0.0), "hedge": (0.0, 1.0), "abstain": (1.0, 1.0)}  # bands that force each decision
+GRID = tuple(round(0.05 * k, 2) for k in range(21))             # band edges the frontier tries
+
+
 def run_key(gate, max_tokens: int) -> str:
-    """What a reply depends on besides the question: the budget, the policy (bands, threshold, seed texts) and
-    the checkpoint files. Rows logged under another key (a retrained sidecar, other bands) are asked again."""
+    """What a logged reply depends on besides the question: the budget, the seed texts and the checkpoint files.
+    Not the bands or the threshold: every seed's reply is logged, so any bands are scored from the same rows.
+    Rows logged under another key (a retrained sidecar, other seeds) are asked again."""
     from gate.sidecar import sidecar_dir
-    policy = gate.settings.policy
+    policy = gate.settings.policy.model_dump(mode="json", exclude={"bands", "factual_threshold", "mode"})
     ckpt = sidecar_dir(gate.settings, gate.engine.model_id)
-    digest = hashlib.sha1(json.dumps([max_tokens, policy.model_dump(mode="json")], sort_keys=True).encode())
+    digest = hashlib.sha1(json.dumps([max_tokens, policy], sort_keys=True).encode())
     for path in sorted(ckpt.glob("*.npz")):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
 def evaluate(gate, rows: list[dict], max_tokens: int, log: Path) -> list[dict]:
-    """Ask every question in `off` and `seed` mode; each answered row is appended to `log` at once, and
-    rows already there (same `run_key`) are reused, so an interrupted run resumes where it stopped.
-    The log holds ids and the model's replies, never the source packages' text (their licences)."""
+    """Ask every question plainly (`off`) and under each seed (answer, hedge, abstain: the decision forced by
+    bands); each row is appended to `log` at once, and rows already there (same `run_key`) are reused, so an
+    interrupted run resumes where it stopped. The log holds ids and the model's replies, never the source
+    packages' text (their licences)."""
     from gate.turns import TurnOverrides
     key = run_key(gate, max_tokens)
     done = {r["id"]: r for r in (load_rows(log) if log.exists() else []) if r.get("run") == key}
@@ -104,13 +112,15 @@ def evaluate(gate, rows: list[dict], max_tokens: int, log: Path) -> list[dict]:
             if row["id"] not in done:
                 example = Example(**{k: row[k] for k in Example.__annotations__ if k in row})
                 messages = messages_of(example)
-                off = gate.chat(messages, TurnOverrides(mode="off", max_tokens=max_tokens))
-                seed = gate.chat(messages, TurnOverrides(mode="seed", max_tokens=max_tokens))
-                gated = gate.settings.policy.abstention if seed.gate.decision == "abstain" else seed.content
+                replies = {"off": gate.chat(messages, TurnOverrides(mode="off", max_tokens=max_tokens)).content}
+                for decision in SEEDED:
+                    seeded = gate.chat(messages, TurnOverrides(mode="seed", max_tokens=max_tokens,
+                                                               bands=FORCE[decision], factual_threshold=0.0))
+                    replies[decision] = seeded.content
                 done[row["id"]] = {
-                    "id": row["id"], "source": row["source"], "category": row["category"], "label": row.get("label"), "dataset_prediction": row.get("prediction"), "max_tokens": max_tokens, "run": key,
-                    "p_knows": seed.gate.p_knows, "decision": seed.gate.decision,
-                    "replies": {"off": off.content, "seed": seed.content, "gate": gated}}
+                    "id": row["id"], "source": row["source"], "category": row["category"], "label": row.get("label"),
+                    "dataset_prediction": row.get("prediction"), "max_tokens": max_tokens, "run": key,
+                    "p_knows": seeded.gate.p_knows, "p_factual": seeded.gate.p_factual, "replies": replies}
                 sink.write(json.dumps(done[row["id"]], ensure_ascii=False) + "\n")
                 sink.flush()
             out.append({k: v for k, v in done[row["id"]].items() if k not in SOURCE_TEXT})
@@ -118,54 +128,104 @@ def evaluate(gate, rows: list[dict], max_tokens: int, log: Path) -> list[dict]:
     return [{**r, "golds": row["golds"]} for r, row in zip(out, rows)]
 
 
-def summarise(results: list[dict], abstention: str, seed: int = 0) -> dict:
+def outcomes(results: list[dict], abstention: str, bands: Bands, threshold: float) -> dict[str, tuple]:
+    """Per mode, each question's (outcome, confident) under these bands: `seed` answers with the reply of the
+    decided seed (`pass`: the plain reply), `gate` replaces an abstain seed's reply with the abstention."""
+    decisions = [decide(r["p_knows"], bands, r.get("p_factual"), threshold) for r in results]
+    replies = {"off": [r["replies"]["off"] for r in results],
+               "seed": [r["replies"]["off" if d == "pass" else d] for r, d in zip(results, decisions)]}
+    replies["gate"] = [abstention if d == "abstain" else s for s, d in zip(replies["seed"], decisions)]
+    return {m: ([score(x, r["golds"], abstention) for x, r in zip(texts, results)],
+                [not HEDGES.search(x) for x in texts]) for m, texts in replies.items()} | {"decisions": decisions}
+
+
+def summarise(results: list[dict], abstention: str, bands: Bands, threshold: float = 0.5, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    outcome = {m: [score(r["replies"][m], r["golds"], abstention) for r in results] for m in MODES}
-    confident = {m: [not HEDGES.search(r["replies"][m]) for r in results] for m in MODES}
-    base_correct = [o == "correct" for o in outcome["off"]]
+    scored = outcomes(results, abstention, bands, threshold)
+    base_correct = [o == "correct" for o in scored["off"][0]]
     by_decision = {}
     for d in ("pass", "answer", "hedge", "abstain"):
-        idx = [i for i, r in enumerate(results) if r["decision"] == d]
+        idx = [i for i, x in enumerate(scored["decisions"]) if x == d]
         accuracy = float(np.mean([base_correct[i] for i in idx])) if idx else None
         by_decision[d] = {"n": len(idx), "baseline_accuracy": accuracy}
     same = [r["replies"]["off"].strip() == (r.get("dataset_prediction") or "").strip() for r in results]
-    return {"modes": {m: metrics(outcome[m], confident[m], base_correct, rng) for m in MODES},
-            "by_decision": by_decision, "baseline_equals_dataset_prediction": float(np.mean(same))}
+    return {"modes": {m: metrics(*scored[m], base_correct, rng) for m in MODES},
+            "by_decision": by_decision, "baseline_equals_dataset_prediction": float(np.mean(same)),
+            "frontier": frontier(results, abstention, threshold)}
 
 
-def markdown(summary: dict, info: dict) -> str:
-    lines = [f"# Seeding evaluation — {info['model']}", "",
-             f"{info['n']} held-out questions ({info['split']} split), greedy, ≤{info['max_tokens']} tokens, bands "
-             f"low={info['bands'][0]} high={info['bands'][1]}. {info['note']}", "",
-             "| mode | accuracy on answered | confident wrong / wrong | confident wrong / all | correct kept | "
-             "abstention | effective reliability (95% CI) |", "|---|---|---|---|---|---|---|"]
+def frontier(results: list[dict], abstention: str, threshold: float) -> list[dict]:
+    """`gate` mode at every pair of band edges on GRID: the share of the baseline's correct answers kept and of
+    its confidently wrong answers removed (abstained on, or turned into a hedge), best pairs first per kept
+    share. Describes these questions; the bands to configure come from validation (metrics.json → bands)."""
+    off, off_conf = outcomes(results, abstention, Bands(low=0.0, high=0.0), threshold)["off"]
+    base_correct = np.array(off) == "correct"
+    base_cw = (np.array(off) == "wrong") & np.array(off_conf)
+    points = []
+    for low in GRID:
+        for high in (h for h in GRID if h >= low):
+            o, conf = outcomes(results, abstention, Bands(low=low, high=high), threshold)["gate"]
+            o, conf = np.array(o), np.array(conf)
+            points.append({"low": low, "high": high,
+                           "correct_kept": float((base_correct & (o == "correct")).sum() / max(base_correct.sum(), 1)),
+                           "confident_wrong_removed": float((base_cw & ~((o == "wrong") & conf)).sum()
+                                                            / max(base_cw.sum(), 1))})
+    pareto, most = [], -1.0  # keep a pair only if no pair that keeps as much removes more
+    for p in sorted(points, key=lambda p: (-p["correct_kept"], -p["confident_wrong_removed"])):
+        if p["confident_wrong_removed"] > most:
+            pareto.append(p)
+            most = p["confident_wrong_removed"]
+    return pareto
+
+
+def markdown(runs: dict[str, dict], info: dict) -> str:
+    """One table of the three modes per set of bands, then the frontier."""
     fmt = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
-    for m, s in summary["modes"].items():
-        lo, hi = s["effective_reliability_ci95"]
-        lines.append(f"| {m} | {fmt(s['accuracy_on_answered'])} | {fmt(s['confident_wrong_share_of_wrong'])} | "
-                     f"{fmt(s['confident_wrong_rate'])} | {fmt(s['correct_kept'])} | {fmt(s['abstention_rate'])} | "
-                     f"{s['effective_reliability']:+.3f} ({lo:+.3f}, {hi:+.3f}) |")
-    lines += ["", "Baseline accuracy by the gate's decision: " + ", ".join(
-        f"{d} {v['n']} questions ({fmt(v['baseline_accuracy'])})" for d, v in summary["by_decision"].items()), "",
-        f"The `off` replies equal the dataset's (batched) greedy predictions for "
-        f"{summary['baseline_equals_dataset_prediction']:.0%} of the questions.", "",
-        "Scoring: correct = a gold or alias in the reply's first line; abstained = the reply says it does not "
-        "know, opens by describing itself or apologising, or only voices doubt; confident = a wrong reply "
-        "without a hedge word. Regenerate with `python -m training.evaluate_seeding`."]
+    lines = [f"# Seeding evaluation — {info['model']}", "",
+             f"{info['n']} held-out questions ({info['split']} split), greedy, ≤{info['max_tokens']} tokens, "
+             f"applicability threshold {info['factual_threshold']}. {info['note']}", ""]
+    for name, run in runs.items():
+        summary, (low, high) = run["summary"], run["bands"]
+        lines += [f"## {name} bands: low={low} high={high}", "",
+                  "| mode | accuracy on answered | confident wrong / wrong | confident wrong / all | correct kept | "
+                  "abstention | effective reliability (95% CI) |", "|---|---|---|---|---|---|---|"]
+        for m, x in summary["modes"].items():
+            lo, hi = x["effective_reliability_ci95"]
+            lines.append(f"| {m} | {fmt(x['accuracy_on_answered'])} | {fmt(x['confident_wrong_share_of_wrong'])} | "
+                         f"{fmt(x['confident_wrong_rate'])} | {fmt(x['correct_kept'])} | {fmt(x['abstention_rate'])} | "
+                         f"{x['effective_reliability']:+.3f} ({lo:+.3f}, {hi:+.3f}) |")
+        lines += ["", "Baseline accuracy by the gate's decision: " + ", ".join(
+            f"{d} {v['n']} questions ({fmt(v['baseline_accuracy'])})" for d, v in summary["by_decision"].items()), ""]
+    summary = next(iter(runs.values()))["summary"]
+    lines += ["## Frontier of `gate` mode over band pairs (these questions)", "",
+              "For each share of the baseline's correct answers kept, the band pair (on a 0.05 grid) that removes the "
+              "most of its confidently wrong answers (abstained, or hedged). It describes these test questions; "
+              "configure bands chosen on validation (the recommended ones), not the best row here.", "",
+              "| correct kept | confidently wrong removed | low | high |", "|---|---|---|---|"]
+    lines += [f"| {p['correct_kept']:.3f} | {p['confident_wrong_removed']:.3f} | {p['low']} | {p['high']} |"
+              for p in summary["frontier"]]
+    lines += ["", f"The `off` replies equal the dataset's (batched) greedy predictions for "
+              f"{summary['baseline_equals_dataset_prediction']:.0%} of the questions.", "",
+              "Scoring: correct = a gold or alias in the reply's first line; abstained = the reply says it does not "
+              "know, opens by describing itself or apologising, or only voices doubt; confident = a wrong reply "
+              "without a hedge word. Every question is asked plainly and under each seed, so every set of bands is "
+              "scored from the same replies. Regenerate with `python -m training.evaluate_seeding`."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m training.evaluate_seeding", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", help="gate.yaml to use (default: $GATE_CONFIG or the repo's gate.yaml)")
+    ap = dataset_parser("python -m training.evaluate_seeding", __doc__)
     ap.add_argument("--split", default="random", choices=("random", "cross_domain"),
                     help="whose test part to ask (default: %(default)s, the split the shipped sidecar was trained on)")
     ap.add_argument("--limit", type=int, default=300, help="test questions to ask (default: %(default)s)")
     ap.add_argument("--max-tokens", type=int, help="reply budget (default: the dataset's, so labels compare)")
+    ap.add_argument("--threads", type=int, help="torch CPU threads")
     args = ap.parse_args(argv)
-    settings = load_settings(args.config)
-    directory = data_dir(model_slug(settings.model.id))
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    settings = step_settings(args)
+    directory = dataset_folder(args)
     rows = held_out(directory, args.split, args.limit)
     max_tokens = args.max_tokens or load_features(directory / "features.npz")[2]["max_new_tokens"]
     from gate.pipeline import Gate
@@ -173,17 +233,21 @@ def main(argv: list[str] | None = None) -> dict:
     if gate.sidecar is None:
         raise SystemExit(f"no sidecar checkpoint for {settings.model.id}: train one first (python -m training.train)")
     results = evaluate(gate, rows, max_tokens, directory / "seeding_rows.jsonl")
-    summary = summarise(results, settings.policy.abstention)
-    bands = settings.policy.bands
-    info = {"model": settings.model.id, "split": f"{args.split}/test", "n": len(results),
-            "max_tokens": max_tokens, "bands": [bands.low, bands.high],
-            "seeds": settings.policy.seeds.model_dump(), "abstention": settings.policy.abstention,
-            "note": "The default model's weights went through 4-bit quantisation (GGUF Q4_1) before conversion."
-            if settings.model.id == "smollm2-135m-instruct" else ""}
-    (directory / "seeding.json").write_text(json.dumps({**info, **summary}, indent=2) + "\n")
-    (directory / "seeding.md").write_text(markdown(summary, info))
-    print(markdown(summary, info))
-    return summary
+    policy = settings.policy
+    bands = {"configured": policy.bands}
+    metrics_file = directory / "metrics.json"
+    if metrics_file.exists() and "bands" in (recommended := json.loads(metrics_file.read_text())):
+        bands["recommended (validation)"] = Bands(low=recommended["bands"]["low"], high=recommended["bands"]["high"])
+    runs = {name: {"bands": [b.low, b.high], "summary": summarise(results, policy.abstention, b, policy.factual_threshold)}
+            for name, b in bands.items()}
+    info = {"model": settings.model.id, "split": f"{args.split}/test", "n": len(results), "max_tokens": max_tokens,
+            "factual_threshold": policy.factual_threshold, "seeds": policy.seeds.model_dump(),
+            "abstention": policy.abstention,
+            "note": f"The weights are {m.title}, dequantised." if (m := known(settings.model.id)) else ""}
+    (directory / "seeding.json").write_text(json.dumps({**info, "runs": runs}, indent=2) + "\n")
+    (directory / "seeding.md").write_text(markdown(runs, info))
+    print(markdown(runs, info))
+    return runs
 
 
 if __name__ == "__main__":

@@ -22,17 +22,26 @@ def is_factual(row: dict) -> bool:
 
 
 def dataset_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
-    """The options of every step that reads a built dataset: --config and --data (see dataset_folder)."""
+    """The options of every step that reads a built dataset: --config, --model and --data (see dataset_folder)."""
     ap = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", help="gate.yaml (its model.id picks the folder)")
+    ap.add_argument("--config", help="gate.yaml (its model.id and sidecar_dir pick the folders)")
+    ap.add_argument("--model", help="model id, instead of the config's model.id (e.g. qwen2.5-coder-1.5b-instruct)")
     ap.add_argument("--data", type=Path, help="dataset folder (default: data/<model-slug>)")
     return ap
 
 
-def dataset_folder(args: argparse.Namespace) -> Path:
+def step_settings(args: argparse.Namespace):
+    """The settings a step runs with: the config file, with --model (if given) as its model.id."""
     from gate.config import load_settings
+    settings = load_settings(args.config)
+    if getattr(args, "model", None):
+        settings.model.id = args.model
+    return settings
+
+
+def dataset_folder(args: argparse.Namespace) -> Path:
     from gate.engine.loading import model_slug
-    return args.data or data_dir(model_slug(load_settings(args.config).model.id))
+    return args.data or data_dir(model_slug(step_settings(args).model.id))
 
 
 def save_features(path: Path, feats: Features, ids: list[str], meta: dict) -> None:

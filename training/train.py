@@ -3,7 +3,6 @@ turn) on the random split's train part (val for early stopping and calibration) 
 ckpts/<model-slug>/, where the runtime finds them. Works from saved features only: no model is loaded."""
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -11,11 +10,9 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from gate.applicability import Applicability
-from gate.config import load_settings
-from gate.engine.loading import model_slug
 from gate.sidecar import Sidecar, sidecar_dir
 from training.splits import load_splits, make_splits, save_splits
-from training.store import data_dir, is_factual, load_dataset
+from training.store import dataset_folder, dataset_parser, is_factual, load_dataset, step_settings
 
 
 def ensure_splits(directory: Path, rows: list[dict], seed: int, resplit: bool = False) -> dict:
@@ -27,17 +24,15 @@ def ensure_splits(directory: Path, rows: list[dict], seed: int, resplit: bool = 
 
 
 def main(argv: list[str] | None = None) -> Sidecar:
-    ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__)
-    ap.add_argument("--config", help="gate.yaml (its model.id and sidecar_dir pick the folders)")
-    ap.add_argument("--data", type=Path, help="dataset folder (default: data/<model-slug>)")
+    ap = dataset_parser("python -m training.train", __doc__)
     ap.add_argument("--out", type=Path, help="checkpoint folder (default: <sidecar_dir>/<model-slug>)")
     ap.add_argument("--seed", type=int, default=0, help="split seed (default: %(default)s)")
     ap.add_argument("--resplit", action="store_true", help="remake splits.json even if it exists")
     ap.add_argument("--seeds", type=int, default=Sidecar.defaults["seeds"], help="ensemble size (default: %(default)s)")
     args = ap.parse_args(argv)
 
-    settings = load_settings(args.config)
-    directory = args.data or data_dir(model_slug(settings.model.id))
+    settings = step_settings(args)
+    directory = dataset_folder(args)
     rows, feats, meta = load_dataset(directory)
     factual = np.array([is_factual(r) for r in rows])
     y = np.array([r["label"] if f else 0 for r, f in zip(rows, factual)], dtype=int)
