@@ -5,7 +5,7 @@ import pytest
 
 from gate.config import Bands, Settings
 from gate.engine.loading import model_slug
-from training.evaluate_seeding import run_key, score, summarise
+from training.evaluate_seeding import all_pairs, figure, markdown, run_key, score, summarise
 
 ABSTENTION = "No comment."
 
@@ -84,3 +84,16 @@ def test_run_key_changes_with_what_a_reply_depends_on(tmp_path):
     assert run_key(gate, 24) == retrained
     settings.policy.abstention = "Pass."                # other texts: asked again
     assert run_key(gate, 24) != retrained
+
+
+def test_report_and_figure(tmp_path):
+    """The Markdown has a table per set of bands and the frontier; the figure is a PNG."""
+    runs = {name: {"bands": [b.low, b.high], "summary": summarise(ROWS, ABSTENTION, b)}
+            for name, b in (("configured", Bands(low=0.4, high=0.7)), ("recommended", Bands(low=0.2, high=0.6)))}
+    info = {"model": "m", "split": "random/test", "n": 4, "max_tokens": 24, "factual_threshold": 0.5, "note": ""}
+    text = markdown(runs, info)
+    assert "## configured bands: low=0.4 high=0.7" in text and "## recommended bands" in text
+    assert "| 1.000 | 1.000 | 0.0 |" in text   # the frontier's one point
+    marked = {name: run["summary"]["trade_off"] for name, run in runs.items()}
+    png = figure(all_pairs(ROWS, ABSTENTION, 0.5), marked, tmp_path / "f.png", "t")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

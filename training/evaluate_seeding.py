@@ -15,6 +15,7 @@ share of the baseline's correct answers kept, abstention rate, effective reliabi
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -135,8 +136,14 @@ def outcomes(results: list[dict], abstention: str, bands: Bands, threshold: floa
     replies = {"off": [r["replies"]["off"] for r in results],
                "seed": [r["replies"]["off" if d == "pass" else d] for r, d in zip(results, decisions)]}
     replies["gate"] = [abstention if d == "abstain" else s for s, d in zip(replies["seed"], decisions)]
-    return {m: ([score(x, r["golds"], abstention) for x, r in zip(texts, results)],
+    return {m: ([_score(x, tuple(r["golds"]), abstention) for x, r in zip(texts, results)],
                 [not HEDGES.search(x) for x in texts]) for m, texts in replies.items()} | {"decisions": decisions}
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _score(reply: str, golds: tuple[str, ...], abstention: str) -> str:
+    """`score`, memoised: the frontier scores the same few replies for hundreds of band pairs."""
+    return score(reply, list(golds), abstention)
 
 
 def summarise(results: list[dict], abstention: str, bands: Bands, threshold: float = 0.5, seed: int = 0) -> dict:
@@ -151,31 +158,69 @@ def summarise(results: list[dict], abstention: str, bands: Bands, threshold: flo
     same = [r["replies"]["off"].strip() == (r.get("dataset_prediction") or "").strip() for r in results]
     return {"modes": {m: metrics(*scored[m], base_correct, rng) for m in MODES},
             "by_decision": by_decision, "baseline_equals_dataset_prediction": float(np.mean(same)),
+            "trade_off": trade_off(results, abstention, bands, threshold),
             "frontier": frontier(results, abstention, threshold)}
 
 
+def trade_off(results: list[dict], abstention: str, bands: Bands, threshold: float) -> dict:
+    """`gate` mode at these bands: the share of the baseline's correct answers kept and of its confidently
+    wrong answers removed (abstained on, or turned into a hedge)."""
+    scored = outcomes(results, abstention, bands, threshold)
+    off, off_conf = map(np.array, scored["off"])
+    base_correct, base_cw = off == "correct", (off == "wrong") & off_conf
+    o, conf = map(np.array, scored["gate"])
+    return {"low": bands.low, "high": bands.high,
+            "correct_kept": float((base_correct & (o == "correct")).sum() / max(base_correct.sum(), 1)),
+            "confident_wrong_removed": float((base_cw & ~((o == "wrong") & conf)).sum() / max(base_cw.sum(), 1))}
+
+
 def frontier(results: list[dict], abstention: str, threshold: float) -> list[dict]:
-    """`gate` mode at every pair of band edges on GRID: the share of the baseline's correct answers kept and of
-    its confidently wrong answers removed (abstained on, or turned into a hedge), best pairs first per kept
-    share. Describes these questions; the bands to configure come from validation (metrics.json → bands)."""
-    off, off_conf = outcomes(results, abstention, Bands(low=0.0, high=0.0), threshold)["off"]
-    base_correct = np.array(off) == "correct"
-    base_cw = (np.array(off) == "wrong") & np.array(off_conf)
-    points = []
-    for low in GRID:
-        for high in (h for h in GRID if h >= low):
-            o, conf = outcomes(results, abstention, Bands(low=low, high=high), threshold)["gate"]
-            o, conf = np.array(o), np.array(conf)
-            points.append({"low": low, "high": high,
-                           "correct_kept": float((base_correct & (o == "correct")).sum() / max(base_correct.sum(), 1)),
-                           "confident_wrong_removed": float((base_cw & ~((o == "wrong") & conf)).sum()
-                                                            / max(base_cw.sum(), 1))})
-    pareto, most = [], -1.0  # keep a pair only if no pair that keeps as much removes more
+    """The Pareto front of `trade_off` over every pair of band edges on GRID. Describes these questions; the
+    bands to configure come from validation (metrics.json → bands)."""
+    return pareto(all_pairs(results, abstention, threshold))
+
+
+def pareto(points: list[dict]) -> list[dict]:
+    """For each share of correct answers kept, the pair that removes the most (and only if no pair keeping as
+    much removes more)."""
+    front, most = [], -1.0  # keep a pair only if no pair that keeps as much removes more
     for p in sorted(points, key=lambda p: (-p["correct_kept"], -p["confident_wrong_removed"])):
         if p["confident_wrong_removed"] > most:
-            pareto.append(p)
+            front.append(p)
             most = p["confident_wrong_removed"]
-    return pareto
+    return front
+
+
+def all_pairs(results: list[dict], abstention: str, threshold: float) -> list[dict]:
+    return [trade_off(results, abstention, Bands(low=low, high=high), threshold)
+            for low in GRID for high in GRID if high >= low]
+
+
+def figure(points: list[dict], marked: dict[str, dict], path: Path, title: str) -> Path:
+    """Every band pair as a dot, the front as a line, the configured and recommended bands marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 5))
+    ax.scatter([p["confident_wrong_removed"] for p in points], [p["correct_kept"] for p in points], s=8,
+               color="#bbb", label="a pair of bands (0.05 grid)")
+    front = pareto(points)
+    ax.plot([p["confident_wrong_removed"] for p in front], [p["correct_kept"] for p in front], color="#4c78a8",
+            lw=2, label="best trade-off")
+    for (name, p), color in zip(marked.items(), ("#e45756", "#54a24b")):
+        ax.scatter([p["confident_wrong_removed"]], [p["correct_kept"]], s=60, color=color, zorder=3,
+                   label=f"{name} {p['low']:.2f}/{p['high']:.2f}")
+    ax.axhline(0.9, color="#555", ls=":", lw=1)
+    ax.axvline(0.5, color="#555", ls=":", lw=1)
+    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="confidently wrong answers removed (abstained or hedged)",
+           ylabel="correct answers kept", title=title)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def markdown(runs: dict[str, dict], info: dict) -> str:
@@ -245,6 +290,9 @@ def main(argv: list[str] | None = None) -> dict:
             "abstention": policy.abstention,
             "note": f"The weights are {m.title}, dequantised." if (m := known(settings.model.id)) else ""}
     (directory / "seeding.json").write_text(json.dumps({**info, "runs": runs}, indent=2) + "\n")
+    figure(all_pairs(results, policy.abstention, policy.factual_threshold),
+           {name: run["summary"]["trade_off"] for name, run in runs.items()},
+           directory / "figures" / "seeding_frontier.png", f"gate mode on {len(results)} held-out questions")
     (directory / "seeding.md").write_text(markdown(runs, info))
     print(markdown(runs, info))
     return runs
