@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="gate", description="knowledge-gate: read the model's internals before it "
                                  "answers, then answer, hedge or abstain.")
     ap.add_argument("--config", help="YAML settings file (default: $GATE_CONFIG, else gate.yaml at the repo root)")
+    ap.add_argument("--model", help="model.id for this run, instead of the config's (e.g. qwen2.5-coder-1.5b-instruct; "
+                                    "`gate models` lists the offline ones)")
     ap.add_argument("-v", "--verbose", action="store_true", help="log what loads and when")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("probe", help="one prompt-only forward: per-layer lens view and P(knows); generates nothing")
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings(args.config)
     except ConfigError as exc:
         sys.exit(f"gate: {exc}")
+    if args.model:
+        settings.model.id = args.model
     args.run(settings, args)
 
 

@@ -34,6 +34,15 @@ def test_config_prints_valid_yaml_and_the_model_profile(tmp_path, capsys):
     assert yaml.safe_load(out)["model"]["system_prompt"] is None
 
 
+def test_model_option_picks_the_model_and_its_profile(capsys):
+    """`gate --model NAME` switches model.id for one run, profile included, without editing the config."""
+    import yaml
+    main(["--model", "qwen2.5-coder-1.5b-instruct", "config"])
+    out = capsys.readouterr().out
+    assert yaml.safe_load(out)["model"]["id"] == "qwen2.5-coder-1.5b-instruct"
+    assert "You are Qwen" in out
+
+
 def test_probe_prints_every_layer(capsys, engine, monkeypatch):
     import gate.pipeline
     monkeypatch.setattr(gate.pipeline, "load_engine", lambda settings: engine)  # reuse the session's loaded model
