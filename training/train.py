@@ -4,6 +4,7 @@ ckpts/<model-slug>/, where the runtime finds them. Works from saved features onl
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -14,15 +15,21 @@ from gate.applicability import Applicability
 from gate.config import load_settings
 from gate.engine.loading import model_slug
 from gate.sidecar import Sidecar, sidecar_dir
-from training.splits import load_splits, make_splits, save_splits
+from training.splits import extend_splits, load_splits, make_splits, save_splits
 from training.store import data_dir, is_factual, load_dataset
 
 
 def ensure_splits(directory: Path, rows: list[dict], seed: int, resplit: bool = False) -> dict:
-    """Splits are made once and saved, so training and evaluation always agree."""
+    """Splits are made once and saved, so training and evaluation always agree; rows added by a rebuild are
+    split among themselves and appended, the others keep their parts (`--resplit` remakes them all)."""
     path = directory / "splits.json"
     if resplit or not path.exists():
         save_splits(path, make_splits(rows, seed))
+    else:
+        saved = json.loads(path.read_text())
+        extended = extend_splits(saved, rows, seed)
+        if extended is not saved:
+            save_splits(path, extended)
     return load_splits(path, rows)
 
 
