@@ -29,7 +29,7 @@ class Applicability:
 
     # Strong regularisation, sources weighed equally. Chosen on the default model by leave-one-source-out
     # (training/evaluate_applicability.py --C; data/<model>/applicability_C.md): C=1e-3 separates held-out sources
-    # best (AUROC 0.984 on the 8,226-turn build; 1e-2 0.981, 1e-4 0.977, 1e-5 0.972).
+    # best (AUROC 0.982 on the 8,774-turn build; 1e-2 0.978, 1e-4 0.976, 1e-5 0.971).
     defaults = dict(C=(1e-3,), clip=6.0)
 
     def __init__(self, signature: dict | None = None, **hyperparams):

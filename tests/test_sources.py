@@ -2,6 +2,8 @@
 installed packages; every shipped id gets its text back."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from training.chat_sources import _RG_TASKS, CHAT_LOADERS
@@ -43,6 +45,21 @@ def test_reasoning_gym_tasks_are_seeded_and_all_contribute(name):
     first, again = CHAT_LOADERS[name](), CHAT_LOADERS[name]()
     assert [t.id for t in first] == [t.id for t in again]
     assert len({t.id for t in first}) == len(first) >= 8 * len(_RG_TASKS[name][1])
+
+
+def test_real_chat_sources_read_as_a_user_types():
+    """ALICE's patterns lose their wildcards and upper case; AgentDojo's f-string prompts are filled in; tau2's
+    instructions to a simulated customer become the customer's own words."""
+    alice = CHAT_LOADERS["alice"]()
+    assert {t.category for t in alice} == {"persona", "emotion", "smalltalk"}
+    assert "What is your favorite book?" in {t.question for t in alice}
+    assert not any(re.search(r"[*_<>#]|[A-Z]{2}", t.question) for t in alice)
+    dojo = CHAT_LOADERS["agentdojo"]()
+    assert len(dojo) >= 80 and {t.category for t in dojo} == {"userdata"}
+    assert not any(re.search(r"\{_?[A-Z_]+\}", t.question) for t in dojo)
+    tau2 = CHAT_LOADERS["tau2"]()
+    assert len(tau2) >= 150 and all(re.match(r"(I|My)\b", t.question) for t in tau2)
+    assert not any(re.search(r"\byour?\b", t.question, re.IGNORECASE) for t in tau2)
 
 
 def test_unknown_source_is_named():

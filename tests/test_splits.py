@@ -5,7 +5,8 @@ import random
 
 import numpy as np
 
-from training.splits import HELDOUT, cross_domain_split, group_of, load_splits, make_splits, random_split, save_splits
+from training.splits import (HELDOUT, cross_domain_split, extend_splits, group_of, load_splits, make_splits, random_split,
+                             save_splits)
 
 
 def fake_rows(n: int = 600) -> list[dict]:
@@ -46,3 +47,19 @@ def test_saved_splits_map_back_by_id(tmp_path):
     shuffled = rows[::-1]
     loaded = load_splits(tmp_path / "splits.json", shuffled)
     assert [shuffled[i]["id"] for i in loaded["random"]["test"]] == splits["random"]["test"]
+
+
+def test_extended_splits_keep_every_assignment_and_place_the_new_rows():
+    """A rebuild that adds rows: the saved parts stay as they were, the new rows are split the same way."""
+    rows = fake_rows()
+    splits = make_splits(rows[:500])
+    more = extend_splits(splits, rows)
+    for name, split in splits.items():
+        for part, ids in split.items():
+            assert more[name][part][:len(ids)] == ids
+    assert sorted(i for part in ("train", "val", "test") for i in more["random"][part]) == sorted(r["id"] for r in rows)
+    new = rows[500:]
+    assert all({r["id"] for r in new} & set(more["random"][part]) for part in ("train", "val", "test"))
+    held = {r["id"] for r in new if r["source"] in HELDOUT or group_of(r) in HELDOUT}
+    assert held and held == set(more["cross_domain"]["test"]) - set(splits["cross_domain"]["test"])
+    assert extend_splits(more, rows) is more

@@ -33,7 +33,8 @@ SHORT_INSTRUCTION = "Answer in a few words."
 KNOWLEDGE_SOURCES = ("red,simpleqa:600,fanoutqa:300,freshqa,cbtrivia,red~conv:120,red~chat:60,red~prev:60,red~and:60,"
                      "simpleqa~conv:40,redfandom:1500")
 CHAT_SOURCES = ("chatterbot,persistbench:120,writingbench:60,humaneval:100,codeio:100,gsm:100,arithmetic:60,"
-                "transform:80,reading:60,context:80,instructions,followup:60,rgmaths,rgtext,rgpuzzle")
+                "transform:80,reading:60,context:80,instructions,followup:60,rgmaths,rgtext,rgpuzzle,"
+                "alice:300,agentdojo,tau2")
 DEFAULT_SOURCES = f"{KNOWLEDGE_SOURCES},{CHAT_SOURCES}"
 
 

