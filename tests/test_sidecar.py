@@ -112,3 +112,33 @@ def test_dtype_mismatch_warns_but_loads(fitted, tmp_path, caplog):
         again = Sidecar.load(tmp_path, signature={**SIG, "dtype": "bfloat16"})
     assert "float32 features" in caplog.text and "bfloat16" in caplog.text
     np.testing.assert_allclose(again.predict_proba(te), sc.predict_proba(te), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "qwen2.5-coder-1.5b-instruct"])
+def test_shipped_checkpoint_reproduces_its_reported_test_auroc(model):
+    """Each shipped sidecar, read back with its dataset's signature, scores the random split's test part exactly
+    as metrics.json reports (no model needed); the other model's signature is refused by name."""
+    import json
+
+    from sklearn.metrics import roc_auc_score
+
+    from gate.sidecar import ROOT, SidecarMismatch
+    from training.splits import load_splits
+    from training.store import data_dir, is_factual, load_features, load_rows
+
+    directory = data_dir(model)
+    feats, ids, meta = load_features(directory / "features.npz")
+    rows = load_rows(directory / "examples.jsonl")
+    assert ids == [r["id"] for r in rows]
+    knowledge = np.flatnonzero([is_factual(r) for r in rows])
+    rows = [rows[i] for i in knowledge]
+    test = load_splits(directory / "splits.json", rows)["random"]["test"]
+    sc = Sidecar.load(ROOT / "ckpts" / model, meta["signature"])
+    p = sc.predict_proba(feats[knowledge][test])
+    reported = json.loads((directory / "metrics.json").read_text())["splits"]["random"]["methods"]["sidecar"]
+    assert len(test) == reported["n"]
+    assert roc_auc_score([rows[i]["label"] for i in test], p) == pytest.approx(reported["auroc"], abs=1e-6)
+    other = next(m for m in ("smollm2-135m-instruct", "qwen2.5-coder-1.5b-instruct") if m != model)
+    other_sig = load_features(data_dir(other) / "features.npz")[2]["signature"]
+    with pytest.raises(SidecarMismatch, match=other):
+        Sidecar.load(ROOT / "ckpts" / model, other_sig)
