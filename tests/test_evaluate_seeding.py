@@ -5,7 +5,7 @@ import pytest
 
 from gate.config import Bands, Settings
 from gate.engine.loading import model_slug
-from training.evaluate_seeding import all_pairs, figure, markdown, run_key, score, summarise
+from training.evaluate_seeding import all_pairs, figure, frontier, markdown, run_key, score, summarise
 
 ABSTENTION = "No comment."
 
@@ -58,7 +58,7 @@ def test_pass_answers_plainly():
 
 def test_frontier_is_pareto():
     """Kept share falls and removed share rises along the frontier; abstaining on all removes all, keeps none."""
-    points = summarise(ROWS, ABSTENTION, Bands(low=0.4, high=0.7))["frontier"]
+    points = frontier(ROWS, ABSTENTION, 0.5)
     kept = [p["correct_kept"] for p in points]
     removed = [p["confident_wrong_removed"] for p in points]
     assert kept == sorted(kept, reverse=True) and removed == sorted(removed) and len(set(removed)) == len(removed)
@@ -91,7 +91,7 @@ def test_report_and_figure(tmp_path):
     runs = {name: {"bands": [b.low, b.high], "summary": summarise(ROWS, ABSTENTION, b)}
             for name, b in (("configured", Bands(low=0.4, high=0.7)), ("recommended", Bands(low=0.2, high=0.6)))}
     info = {"model": "m", "split": "random/test", "n": 4, "max_tokens": 24, "factual_threshold": 0.5, "note": ""}
-    text = markdown(runs, info)
+    text = markdown(runs, frontier(ROWS, ABSTENTION, 0.5), info)
     assert "## configured bands: low=0.4 high=0.7" in text and "## recommended bands" in text
     assert "| 1.000 | 1.000 | 0.0 |" in text   # the frontier's one point
     marked = {name: run["summary"]["trade_off"] for name, run in runs.items()}

@@ -158,8 +158,7 @@ def summarise(results: list[dict], abstention: str, bands: Bands, threshold: flo
     same = [r["replies"]["off"].strip() == (r.get("dataset_prediction") or "").strip() for r in results]
     return {"modes": {m: metrics(*scored[m], base_correct, rng) for m in MODES},
             "by_decision": by_decision, "baseline_equals_dataset_prediction": float(np.mean(same)),
-            "trade_off": trade_off(results, abstention, bands, threshold),
-            "frontier": frontier(results, abstention, threshold)}
+            "trade_off": trade_off(results, abstention, bands, threshold)}
 
 
 def trade_off(results: list[dict], abstention: str, bands: Bands, threshold: float) -> dict:
@@ -223,7 +222,7 @@ def figure(points: list[dict], marked: dict[str, dict], path: Path, title: str) 
     return path
 
 
-def markdown(runs: dict[str, dict], info: dict) -> str:
+def markdown(runs: dict[str, dict], front: list[dict], info: dict) -> str:
     """One table of the three modes per set of bands, then the frontier."""
     fmt = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
     lines = [f"# Seeding evaluation — {info['model']}", "",
@@ -248,7 +247,7 @@ def markdown(runs: dict[str, dict], info: dict) -> str:
               "configure bands chosen on validation (the recommended ones), not the best row here.", "",
               "| correct kept | confidently wrong removed | low | high |", "|---|---|---|---|"]
     lines += [f"| {p['correct_kept']:.3f} | {p['confident_wrong_removed']:.3f} | {p['low']} | {p['high']} |"
-              for p in summary["frontier"]]
+              for p in front]
     lines += ["", f"The `off` replies equal the dataset's (batched) greedy predictions for "
               f"{summary['baseline_equals_dataset_prediction']:.0%} of the questions.", "",
               "Scoring: correct = a gold or alias in the reply's first line; abstained = the reply says it does not "
@@ -289,12 +288,14 @@ def main(argv: list[str] | None = None) -> dict:
             "factual_threshold": policy.factual_threshold, "seeds": policy.seeds.model_dump(),
             "abstention": policy.abstention,
             "note": f"The weights are {m.title}, dequantised." if (m := known(settings.model.id)) else ""}
-    (directory / "seeding.json").write_text(json.dumps({**info, "runs": runs}, indent=2) + "\n")
-    figure(all_pairs(results, policy.abstention, policy.factual_threshold),
-           {name: run["summary"]["trade_off"] for name, run in runs.items()},
+    points = all_pairs(results, policy.abstention, policy.factual_threshold)  # bands-independent: swept once
+    front = pareto(points)
+    (directory / "seeding.json").write_text(json.dumps({**info, "runs": runs, "frontier": front}, indent=2) + "\n")
+    figure(points, {name: run["summary"]["trade_off"] for name, run in runs.items()},
            directory / "figures" / "seeding_frontier.png", f"gate mode on {len(results)} held-out questions")
-    (directory / "seeding.md").write_text(markdown(runs, info))
-    print(markdown(runs, info))
+    report = markdown(runs, front, info)
+    (directory / "seeding.md").write_text(report)
+    print(report)
     return runs
 
 
