@@ -5,8 +5,8 @@ import random
 
 import numpy as np
 
-from training.splits import (HELDOUT, cross_domain_split, extend_splits, group_of, load_splits, make_splits, random_split,
-                             save_splits)
+from training.splits import (HELDOUT, by_id, cross_domain_split, extend_splits, folds_by_id, group_of, load_splits,
+                             make_splits, random_split, save_splits, strata_of)
 
 
 def fake_rows(n: int = 600) -> list[dict]:
@@ -63,3 +63,24 @@ def test_extended_splits_keep_every_assignment_and_place_the_new_rows():
     held = {r["id"] for r in new if r["source"] in HELDOUT or group_of(r) in HELDOUT}
     assert held and held == set(more["cross_domain"]["test"]) - set(splits["cross_domain"]["test"])
     assert extend_splits(more, rows) is more
+
+
+def test_inner_draws_depend_on_ids_not_on_order_or_other_rows():
+    """The evaluations' inner validation parts and CV folds: the same rows are held however the rows are ordered
+    and whatever other sources' rows are added; every stratum gives its share; another seed draws other rows."""
+    rows = fake_rows()
+    held_ids = lambda rs, seed=0: {rs[i]["id"] for i in by_id(np.arange(len(rs)), strata_of(rs, [r["label"] for r in rs]),
+                                                              [r["id"] for r in rs], 0.15, seed)[1]}
+    shuffled = rows[::-1]
+    grown = shuffled + [{**r, "id": f"new{i}", "source": "chat"} for i, r in enumerate(fake_rows(200))]
+    base = held_ids(rows)
+    assert base == held_ids(shuffled) and held_ids(rows, seed=1) != base
+    assert base == held_ids(grown) - {f"new{i}" for i in range(200)}  # a new source's rows shift nothing
+    assert abs(len(base) / len(rows) - 0.15) < 0.02
+    strata = strata_of(rows, [r["label"] for r in rows])
+    for key in set(strata):
+        members = [r["id"] for r, s in zip(rows, strata) if s == key]
+        assert abs(len(base & set(members)) - 0.15 * len(members)) <= 0.5
+    fold = folds_by_id(strata, [r["id"] for r in rows], 5, 0)
+    back = folds_by_id(strata[::-1], [r["id"] for r in shuffled], 5, 0)[::-1]
+    assert (fold == back).all() and np.bincount(fold).min() >= 110

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import average_precision_score
-from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from gate.sidecar import Sidecar, SidecarMismatch, sidecar_dir
@@ -21,7 +20,7 @@ from training import band_sweep, evaluate_applicability
 from training.baselines import BASELINES, Method, Part, SidecarMethod
 from training.metrics import auroc, bootstrap_auroc, ece, risk_coverage, within_category_auroc
 from training.store import dataset_folder, dataset_parser, is_factual, load_dataset, step_settings
-from training.splits import load_splits, stratified, strata_of
+from training.splits import by_id, folds_by_id, load_splits, strata_of
 from training.train import ensure_splits
 
 DEFAULT_BANDS = (0.4, 0.7)
@@ -62,14 +61,17 @@ def run_split(data: Part, idx: dict[str, np.ndarray], signature: dict, fast: boo
 
 
 def cross_validate(data: Part, folds: int, signature: dict, fast: bool, seed: int = 0):
-    """Out-of-fold scores for every example (each fold's model saw 85% of the rest for training, 15% for val)."""
+    """Out-of-fold scores for every example (each fold's model saw 85% of the rest for training, 15% for val).
+    Folds and validation parts are drawn from the rows' ids, so adding or reordering rows does not redraw them."""
     n = len(data.y)
     scores: dict[str, np.ndarray] = {}
     probas: dict[str, np.ndarray] = {}
     per_fold: dict[str, list[float]] = {}
-    strata = strata_of(data.rows, data.y, min_count=folds)
-    for f, (rest, te) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(n), strata)):
-        tr, va = stratified(rest, strata, 0.15, seed + f)
+    strata, ids = strata_of(data.rows, data.y, min_count=folds), [r["id"] for r in data.rows]
+    fold = folds_by_id(strata, ids, folds, seed)
+    for f in range(folds):
+        rest, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        tr, va = by_id(rest, strata, ids, 0.15, seed + f)
         for name, (s, p) in run_split(data, {"train": tr, "val": va, "test": te}, signature, fast).items():
             scores.setdefault(name, np.zeros(n))[te] = s
             probas.setdefault(name, np.zeros(n))[te] = p
@@ -78,32 +80,47 @@ def cross_validate(data: Part, folds: int, signature: dict, fast: bool, seed: in
 
 
 def leave_one_source_out(data: Part, signature: dict, fast: bool, boot: int, min_each: int,
-                         min_positives: int = 5, seed: int = 0) -> dict:
+                         min_positives: int = 5, draws: int = 3, seed: int = 0) -> dict:
     """Every method trained without a whole knowledge source (its conversational variants included) and tested on
-    it: how P(knows) behaves on questions unlike anything in training."""
+    it: how P(knows) behaves on questions unlike anything in training. Each held-out source is scored `draws`
+    times, each fit with another inner validation part (drawn from the rows' ids): one draw's AUROC moves by a few
+    hundredths with that part alone, so the table reports the mean over draws and their spread."""
     sources = np.array([r["source"] for r in data.rows])
+    strata, ids = strata_of(data.rows, data.y), [r["id"] for r in data.rows]
     out = {}
     for src in sorted(set(sources)):
         test, rest = np.flatnonzero(sources == src), np.flatnonzero(sources != src)
         if data.y[test].sum() < min_positives or len(set(sources[rest])) < 1:
             continue
-        strata = strata_of(data.rows, data.y)
-        tr, va = stratified(rest, strata, 0.15, seed)
-        res = run_split(data, {"train": tr, "val": va, "test": test}, signature, fast)
-        part = data.take(test)
-        out[src] = {m: block(part.rows, part.y, s, p, boot, min_each) for m, (s, p) in res.items()}
-        print(f"held out {src}: " + "  ".join(f"{m} {v['auroc']:.3f}" for m, v in out[src].items()))
+        part, runs = data.take(test), []
+        for d in range(draws):
+            tr, va = by_id(rest, strata, ids, 0.15, seed + d)
+            res = run_split(data, {"train": tr, "val": va, "test": test}, signature, fast)
+            runs.append({m: block(part.rows, part.y, s, p, boot, min_each) for m, (s, p) in res.items()})
+        out[src] = {m: _over_draws([r[m] for r in runs]) for m in runs[0]}
+        print(f"held out {src}: " + "  ".join(f"{m} {v['auroc']:.3f}±{v['auroc_sd']:.3f}" for m, v in out[src].items()))
     return out
 
 
+def _over_draws(blocks: list[dict]) -> dict:
+    """One method's blocks from several draws: AUROC, AUPRC, ECE and Brier averaged (with AUROC's and ECE's
+    spread), the 95% interval as the mean of the draws' bootstrap bounds; the rest from the first draw."""
+    mean = lambda k: float(np.mean([b[k] for b in blocks]))
+    return {**blocks[0], **{k: mean(k) for k in ("auroc", "auprc", "ece", "brier", "mean_p")},
+            "auroc_sd": float(np.std([b["auroc"] for b in blocks])), "ece_sd": float(np.std([b["ece"] for b in blocks])),
+            "auroc_ci95": [float(np.mean([b["auroc_ci95"][i] for b in blocks])) for i in (0, 1)], "draws": len(blocks)}
+
+
 def loso_table(loso: dict) -> str:
-    """Per held-out source: AUROC [95% CI] · AUPRC · ECE of every method (AUPRC next to the source's base rate)."""
+    """Per held-out source: AUROC ± sd over draws [95% CI] · AUPRC · ECE of every method (AUPRC next to the
+    source's base rate)."""
     names = list(next(iter(loso.values())))
     head = "| held-out source (n, known) | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
     lines = []
     for src, res in loso.items():
         first = res[names[0]]
-        cells = [f"{res[n]['auroc']:.3f} [{res[n]['auroc_ci95'][0]:.2f}, {res[n]['auroc_ci95'][1]:.2f}] · "
+        cells = [f"{res[n]['auroc']:.3f} ± {res[n]['auroc_sd']:.3f} [{res[n]['auroc_ci95'][0]:.2f}, "
+                 f"{res[n]['auroc_ci95'][1]:.2f}] · "
                  f"AUPRC {res[n]['auprc']:.3f} · ECE {res[n]['ece']:.3f}" for n in names]
         lines.append(f"| {src} ({first['n']}, {first['positives']}) | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
@@ -204,6 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="skip the applicability evaluation (training/evaluate_applicability.py)")
     ap.add_argument("--no-loso", dest="loso", action="store_false",
                     help="skip the leave-one-source-out evaluation (one training run per knowledge source)")
+    ap.add_argument("--loso-draws", type=int, default=3,
+                    help="fits per held-out source, each with another inner validation part (default: %(default)s)")
     ap.add_argument("--fast", action="store_true", help="tiny sidecar training (smoke tests only)")
     ap.add_argument("--limit", type=int, help="use only the first N examples (smoke tests only)")
     args = ap.parse_args(argv)
@@ -259,7 +278,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         print(f"{name}: " + "  ".join(f"{m} {entry['methods'][m]['auroc']:.3f}" for m in res))
 
     if args.loso:
-        metrics["splits"]["loso"] = leave_one_source_out(data, signature, args.fast, args.bootstrap, args.min_each)
+        metrics["splits"]["loso"] = leave_one_source_out(data, signature, args.fast, args.bootstrap, args.min_each,
+                                                           draws=args.loso_draws)
     if args.cv_folds:
         scores, probas, per_fold = cross_validate(data, args.cv_folds, signature, args.fast)
         metrics["splits"]["cv"] = {"folds": args.cv_folds, "methods": {
@@ -283,7 +303,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     metrics["figures"] = [str(Path(f).relative_to(out)) for f in metrics["figures"]]
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    md = table(metrics) + (f"\nLeave-one-source-out (AUROC [95% CI] · AUPRC · ECE):\n\n{loso_table(metrics['splits']['loso'])}"
+    md = table(metrics) + (f"\nLeave-one-source-out, mean over {args.loso_draws} inner validation draws (AUROC ± sd [95% CI] · "
+                           f"AUPRC · ECE):\n\n{loso_table(metrics['splits']['loso'])}"
                            if metrics["splits"].get("loso") else "")
     (out / "metrics.md").write_text(md)
     print(md)

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
 from gate.applicability import Applicability
 from gate.engine.features import Features
 from training.metrics import auroc, balanced_weights, ece
+from training.splits import by_id
 from training.store import dataset_folder, dataset_parser, is_factual, load_dataset
 
 THRESHOLD = 0.5
@@ -50,13 +50,14 @@ class TextBaseline:
 def held_out_predictions(rows: list[dict], feats: Features, y: np.ndarray, signature: dict, seed: int = 0,
                          C: tuple[float, ...] | None = None) -> dict[str, np.ndarray]:
     """Out-of-source P(factual) for every row, for the gate's head and the text baseline."""
-    sources = np.array([r["source"] for r in rows])
+    sources, ids = np.array([r["source"] for r in rows]), [r["id"] for r in rows]
+    strata = np.array([f"{s}|{label}" for s, label in zip(sources, y)])
     out = {"applicability": np.zeros(len(rows)), "text_tfidf": np.zeros(len(rows))}
     for src in sorted(set(sources)):
         test, rest = np.flatnonzero(sources == src), np.flatnonzero(sources != src)
         if len(set(y[rest])) < 2:
             continue
-        tr, va = train_test_split(rest, test_size=0.15, random_state=seed, stratify=y[rest])
+        tr, va = by_id(rest, strata, ids, 0.15, seed)  # from the ids: the rows' order changes nothing
         head = Applicability(signature, **({"C": C} if C else {})).fit(feats[tr], y[tr], feats[va], y[va],
                                                                       groups=sources[tr])
         out["applicability"][test] = head.predict_proba(feats[test])

@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from training.baselines import Part, SidecarMethod
 from training.metrics import auroc, ece
-from training.splits import stratified, strata_of
+from training.splits import by_id, strata_of
 from training.store import dataset_folder, dataset_parser, is_factual, load_dataset
 
 CANDIDATES = (("hidden", "gru"), ("hidden",), ("layers",), ("gru",), ("layers", "gru"), ("hidden", "layers"),
@@ -24,13 +24,13 @@ CANDIDATES = (("hidden", "gru"), ("hidden",), ("layers",), ("gru",), ("layers", 
 def loso_scores(data: Part, reads: tuple[str, ...], signature: dict, min_positives: int, seed: int = 0) -> dict:
     """AUROC and ECE on each held-out knowledge source of a sidecar with these reads, trained on the others."""
     sources = np.array([r["source"] for r in data.rows])
-    strata = strata_of(data.rows, data.y)
+    strata, ids = strata_of(data.rows, data.y), [r["id"] for r in data.rows]
     out = {}
     for src in sorted(set(sources)):
         test, rest = np.flatnonzero(sources == src), np.flatnonzero(sources != src)
         if data.y[test].sum() < min_positives:
             continue
-        tr, va = stratified(rest, strata, 0.15, seed)
+        tr, va = by_id(rest, strata, ids, 0.15, seed)
         m = SidecarMethod(signature=signature, reads=reads).fit(data.take(tr), data.take(va))
         p = m.proba(data.take(test))
         out[src] = {"n": int(len(test)), "positives": int(data.y[test].sum()), "auroc": auroc(data.y[test], p),

@@ -2,6 +2,7 @@
 sources/categories (the model evaluated on it never sees them in training)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -34,6 +35,31 @@ def stratified(idx: np.ndarray, strata: np.ndarray, test_size: float, seed: int)
         strat = None
     a, b = train_test_split(idx, test_size=test_size, random_state=seed, stratify=strat)
     return np.sort(a), np.sort(b)
+
+
+def by_id(idx: np.ndarray, strata: np.ndarray, ids: list[str], share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split `idx` into (rest, held) by a hash of each row's id, `share` of every stratum held: which rows are
+    held depends only on their ids and `seed`, never on the rows' order or on which other rows exist, so a
+    rebuild that adds or reorders rows leaves an evaluation's inner validation parts as they were."""
+    held: list[int] = []
+    for key in np.unique(strata[idx]):
+        members = sorted(idx[strata[idx] == key], key=lambda i: _rank(ids[i], seed))
+        held += members[:int(round(share * len(members)))]
+    mask = np.isin(idx, held)
+    return np.sort(idx[~mask]), np.sort(idx[mask])
+
+
+def folds_by_id(strata: np.ndarray, ids: list[str], folds: int, seed: int) -> np.ndarray:
+    """Each row's cross-validation fold, stratified, from a hash of its id (order-independent like `by_id`)."""
+    fold = np.zeros(len(ids), dtype=int)
+    for key in np.unique(strata):
+        members = sorted(np.flatnonzero(strata == key), key=lambda i: _rank(ids[i], seed))
+        fold[members] = np.arange(len(members)) % folds
+    return fold
+
+
+def _rank(key: str, seed: int) -> bytes:
+    return hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
 
 
 def random_split(rows: list[dict], seed: int = 0, val: float = 0.15, test: float = 0.15) -> dict[str, list[int]]:
