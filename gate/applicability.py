@@ -3,8 +3,11 @@
 P(knows) means something only for a factual question answered from memory. Greetings, writing tasks, code,
 maths, transforming given text, questions answered by the conversation itself, advice and instructions must
 pass the gate untouched. This estimator reads the features the probe already computed (no second forward):
-the residual stream at the final prompt position, where the model has read the whole conversation, plus the
-global lens scalars. A standardised, strongly L2-regularised logistic regression (C from a grid, chosen on
+the residual stream at the final prompt position, where the model has read the whole conversation, the
+global lens scalars and the per-layer lens / MLP-write trajectory (what each layer expects next tells kinds of
+turns apart too: leave-one-source-out, mean of 3 draws, it gates 95.6% of held-out knowledge questions on the
+default model where the residual and scalars alone gate 94.5%, passing as many other turns; 95.4% vs 95.3% on
+Qwen). A standardised, strongly L2-regularised logistic regression (C from a grid, chosen on
 validation AUROC; the default grid is one value chosen on held-out sources), Platt-
 calibrated on validation for an even prior of knowledge and other turns: P(factual) costs one dot product.
 """
@@ -27,9 +30,9 @@ FILE = "applicability.npz"
 class Applicability:
     """fit / predict_proba / save / load, like the sidecar; P(the turn is a knowledge question)."""
 
-    # Strong regularisation, sources weighed equally. Chosen on the default model by leave-one-source-out
-    # (training/evaluate_applicability.py --C; data/<model>/applicability_C.md): C=1e-3 separates held-out sources
-    # best (AUROC 0.982 on the 8,774-turn build; 1e-2 0.978, 1e-4 0.976, 1e-5 0.971).
+    # Strong regularisation, sources weighed equally. Chosen by leave-one-source-out on both shipped models
+    # (training/evaluate_applicability.py --C; data/<model>/applicability_C.md): 1e-2 separates SmolLM2's held-out
+    # sources a little better (AUROC 0.989 vs 0.986) but Qwen's (579 chat turns) much worse (0.940 vs 0.970).
     defaults = dict(C=(1e-3,), clip=6.0)
 
     def __init__(self, signature: dict | None = None, **hyperparams):
@@ -38,7 +41,8 @@ class Applicability:
         self.state: dict[str, np.ndarray] = {}
 
     def _matrix(self, feats: Features, fit: bool = False) -> np.ndarray:
-        x = np.concatenate([feats.hidden.reshape(len(feats.hidden), -1), feats.globals], axis=1)
+        x = np.concatenate([feats.hidden.reshape(len(feats.hidden), -1), feats.globals,
+                            feats.layer.reshape(len(feats.layer), -1)], axis=1)
         x = np.nan_to_num(x.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         if fit:
             self.state["mean"], self.state["std"] = x.mean(0), x.std(0) + 1e-4

@@ -108,7 +108,7 @@ def table(result: dict) -> str:
         lines.append(f"| {src} | {kinds} | {g['n']} | {what} {g[what]:.1%} | {what} {text['by_source'][src][what]:.1%} |")
     for name, m in (("applicability", gate), ("text_tfidf", text)):
         lines.append(f"| **all, {name}** | {m['kinds']} kinds | {m['n_chat']} + {m['n_factual']} | passed "
-                     f"{m['passed']:.1%} · gated {m['gated']:.1%} · AUROC {m['auroc']:.3f} · balanced ECE {m['ece']:.3f} | |")
+                     f"{m['passed']:.1%} ± {m['passed_sd']:.1%} · gated {m['gated']:.1%} ± {m['gated_sd']:.1%} · AUROC {m['auroc']:.3f} · balanced ECE {m['ece']:.3f} | |")
     for title, key in (("Not knowledge questions, gated anyway", "gated_but_not_knowledge"),
                        ("Knowledge questions that passed", "passed_but_knowledge")):
         lines += ["", f"**Failure cases — {title}** (most confident first):", "",
@@ -132,20 +132,39 @@ def sweep_C(directory: Path, values: list[float], threshold: float = THRESHOLD) 
     return "\n".join(lines) + "\n"
 
 
-def evaluate(directory: Path, out: Path, limit: int | None = None, threshold: float = THRESHOLD) -> dict:
+def evaluate(directory: Path, out: Path, limit: int | None = None, threshold: float = THRESHOLD,
+             draws: int = 3) -> dict:
+    """Every share and score is the mean over `draws` leave-one-source-out runs, each fit with another inner
+    validation part (where the Platt calibration, hence the threshold's place, is fitted); `passed_sd` /
+    `gated_sd` give their spread. Failure cases are those of the first draw."""
     rows, feats, meta = load_dataset(directory)
     if limit:
         rows, feats = rows[:limit], feats[:limit]
     y = np.array([int(is_factual(r)) for r in rows])
     with threadpool_limits(1):
-        preds = held_out_predictions(rows, feats, y, meta["signature"])
-    result = {"protocol": "leave-one-source-out: each source's turns scored by a head trained on the others",
-              "methods": {m: summarise(rows, y, p, threshold) for m, p in preds.items()},
-              "failures": failures(rows, y, preds["applicability"], threshold)}
+        preds = [held_out_predictions(rows, feats, y, meta["signature"], seed=d) for d in range(draws)]
+    methods = {m: _mean([summarise(rows, y, p[m], threshold) for p in preds]) for m in preds[0]}
+    for m, res in methods.items():
+        res.update({f"{k}_sd": float(np.std([summarise(rows, y, p[m], threshold)[k] for p in preds]))
+                    for k in ("passed", "gated")})
+    result = {"protocol": f"leave-one-source-out: each source's turns scored by a head trained on the others; "
+                          f"mean over {draws} inner validation draws",
+              "methods": methods, "failures": failures(rows, y, preds[0]["applicability"], threshold)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "applicability.json").write_text(json.dumps(result, indent=1))
     (out / "applicability.md").write_text(table(result))
     return result
+
+
+def _mean(trees: list):
+    """Numbers averaged across same-shaped results (counts, the same in every draw, stay counts); anything else
+    taken from the first."""
+    first = trees[0]
+    if isinstance(first, dict):
+        return {k: _mean([t[k] for t in trees]) for k in first}
+    if isinstance(first, (int, float)) and not isinstance(first, bool) and any(t != first for t in trees):
+        return float(np.mean(trees))
+    return first
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -153,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, help="where the results go (default: the dataset folder)")
     ap.add_argument("--threshold", type=float, default=THRESHOLD, help="P(factual) below it passes (default: %(default)s)")
     ap.add_argument("--limit", type=int, help="use only the first N rows (smoke tests only)")
+    ap.add_argument("--draws", type=int, default=3, help="runs, each with another inner validation part (default: %(default)s)")
     ap.add_argument("--C", type=float, nargs="+", help="instead: sweep these regularisation strengths (writes "
                                                         "applicability_C.md)")
     args = ap.parse_args(argv)
@@ -160,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.C:
         (args.out or directory).joinpath("applicability_C.md").write_text(sweep_C(directory, args.C, args.threshold))
         return {}
-    result = evaluate(directory, args.out or directory, args.limit, args.threshold)
+    result = evaluate(directory, args.out or directory, args.limit, args.threshold, args.draws)
     print(table(result))
     return result
 

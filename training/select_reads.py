@@ -21,8 +21,10 @@ CANDIDATES = (("hidden", "gru"), ("hidden",), ("layers",), ("gru",), ("layers", 
               ("hidden", "layers", "gru"))
 
 
-def loso_scores(data: Part, reads: tuple[str, ...], signature: dict, min_positives: int, seed: int = 0) -> dict:
-    """AUROC and ECE on each held-out knowledge source of a sidecar with these reads, trained on the others."""
+def loso_scores(data: Part, reads: tuple[str, ...], signature: dict, min_positives: int, draws: int = 3,
+                seed: int = 0) -> dict:
+    """AUROC and ECE on each held-out knowledge source of a sidecar with these reads, trained on the others;
+    the mean over `draws` fits, each with another inner validation part (as training.evaluate does)."""
     sources = np.array([r["source"] for r in data.rows])
     strata, ids = strata_of(data.rows, data.y), [r["id"] for r in data.rows]
     out = {}
@@ -30,17 +32,21 @@ def loso_scores(data: Part, reads: tuple[str, ...], signature: dict, min_positiv
         test, rest = np.flatnonzero(sources == src), np.flatnonzero(sources != src)
         if data.y[test].sum() < min_positives:
             continue
-        tr, va = by_id(rest, strata, ids, 0.15, seed)
-        m = SidecarMethod(signature=signature, reads=reads).fit(data.take(tr), data.take(va))
-        p = m.proba(data.take(test))
-        out[src] = {"n": int(len(test)), "positives": int(data.y[test].sum()), "auroc": auroc(data.y[test], p),
-                    "ece": ece(data.y[test], p)}
+        y, scores = data.y[test], []
+        for d in range(draws):
+            tr, va = by_id(rest, strata, ids, 0.15, seed + d)
+            p = SidecarMethod(signature=signature, reads=reads).fit(data.take(tr), data.take(va)).proba(data.take(test))
+            scores.append((auroc(y, p), ece(y, p)))
+        a, e = np.array(scores).T
+        out[src] = {"n": int(len(test)), "positives": int(y.sum()), "auroc": float(a.mean()),
+                    "auroc_sd": float(a.std()), "ece": float(e.mean())}
     return out
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = dataset_parser("python -m training.select_reads", __doc__)
     ap.add_argument("--min-positives", type=int, default=10, help="held-out sources need this many known answers")
+    ap.add_argument("--draws", type=int, default=3, help="fits per held-out source (default: %(default)s)")
     args = ap.parse_args(argv)
     directory = dataset_folder(args)
     rows, feats, meta = load_dataset(directory)
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {}
     with threadpool_limits(1):
         for reads in CANDIDATES:
-            res = loso_scores(data, reads, meta["signature"], args.min_positives)
+            res = loso_scores(data, reads, meta["signature"], args.min_positives, args.draws)
             result["+".join(reads)] = {"by_source": res, "mean_auroc": float(np.mean([v["auroc"] for v in res.values()])),
                                        "mean_ece": float(np.mean([v["ece"] for v in res.values()]))}
             print(f"{'+'.join(reads):20s} mean AUROC {result['+'.join(reads)]['mean_auroc']:.3f}  " +
