@@ -23,11 +23,12 @@ def test_evaluate_from_shipped_features(tmp_path, monkeypatch):
     rows = load_rows(SHIPPED / "examples.jsonl")
     rows = [r for r in rows if r.get("factual", True)]   # P(knows) is evaluated on knowledge questions
     metrics = evaluate.main(["--out", str(tmp_path), "--fast", "--limit", "1500", "--cv-folds", "0", "--no-applicability",
-                             "--bootstrap", "20", "--min-each", "5"])
+                             "--bootstrap", "20", "--min-each", "5", "--loso-draws", "2"])
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["splits"].keys() == metrics["splits"].keys() == {"random", "cross_domain", "loso"}
     for src, res in saved["splits"]["loso"].items():   # trained without `src`, tested on it
         assert res["sidecar"]["n"] == sum(r["source"] == src and r.get("factual", True) for r in rows[:1500])
+        assert res["sidecar"]["draws"] == 2 and 0.0 <= res["sidecar"]["auroc_sd"] < 0.5
     for split in ("random", "cross_domain"):
         methods = saved["splits"][split]["methods"]
         assert {"sidecar", "hidden_lr", "text_tfidf", "category_rate", "neg_entropy", "globals_lr"} <= methods.keys()
@@ -44,11 +45,19 @@ def test_evaluate_from_shipped_features(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not (SHIPPED / "features.npz").exists(), reason="shipped features not present")
 def test_applicability_held_out_sources(tmp_path):
-    result = evaluate_applicability.main(["--out", str(tmp_path), "--limit", "1500"])
+    result = evaluate_applicability.main(["--out", str(tmp_path), "--limit", "1500", "--draws", "2"])
     head = result["methods"]["applicability"]
     saved = json.loads((tmp_path / "applicability.json").read_text())
     assert saved["methods"]["applicability"]["passed"] == head["passed"]
-    assert head["n_chat"] > 0 and head["n_factual"] > 0 and head["kinds"] >= 5
+    assert head["n_chat"] > 0 and head["n_factual"] > 0 and head["kinds"] >= 5 and head["passed_sd"] >= 0.0
     # Each source was scored by a head that never saw it, and still separates the kinds of turns.
     assert head["auroc"] > 0.9 and head["passed"] > 0.8 and head["gated"] > 0.8
     assert "| **all, applicability** |" in (tmp_path / "applicability.md").read_text()
+
+
+def test_leave_one_source_out_averages_its_draws():
+    blocks = [{"n": 10, "auroc": a, "auprc": 0.5, "ece": e, "brier": 0.1, "mean_p": 0.2, "auroc_ci95": [a - 0.1, a + 0.1]}
+              for a, e in ((0.7, 0.02), (0.8, 0.06))]
+    out = evaluate._over_draws(blocks)
+    assert math.isclose(out["auroc"], 0.75) and math.isclose(out["auroc_sd"], 0.05) and math.isclose(out["ece"], 0.04)
+    assert out["auroc_ci95"] == pytest.approx([0.65, 0.85]) and out["draws"] == 2 and out["n"] == 10
