@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 from gate.applicability import Applicability
 from gate.engine.features import Features
 from training.metrics import auroc, balanced_weights, ece
-from training.splits import by_id
+from training.splits import by_id, strata_of
 from training.store import dataset_folder, dataset_parser, is_factual, load_dataset
 
 THRESHOLD = 0.5
@@ -51,7 +51,7 @@ def held_out_predictions(rows: list[dict], feats: Features, y: np.ndarray, signa
                          C: tuple[float, ...] | None = None) -> dict[str, np.ndarray]:
     """Out-of-source P(factual) for every row, for the gate's head and the text baseline."""
     sources, ids = np.array([r["source"] for r in rows]), [r["id"] for r in rows]
-    strata = np.array([f"{s}|{label}" for s, label in zip(sources, y)])
+    strata = strata_of(rows, y)
     out = {"applicability": np.zeros(len(rows)), "text_tfidf": np.zeros(len(rows))}
     for src in sorted(set(sources)):
         test, rest = np.flatnonzero(sources == src), np.flatnonzero(sources != src)
@@ -143,10 +143,9 @@ def evaluate(directory: Path, out: Path, limit: int | None = None, threshold: fl
     y = np.array([int(is_factual(r)) for r in rows])
     with threadpool_limits(1):
         preds = [held_out_predictions(rows, feats, y, meta["signature"], seed=d) for d in range(draws)]
-    methods = {m: _mean([summarise(rows, y, p[m], threshold) for p in preds]) for m in preds[0]}
-    for m, res in methods.items():
-        res.update({f"{k}_sd": float(np.std([summarise(rows, y, p[m], threshold)[k] for p in preds]))
-                    for k in ("passed", "gated")})
+    runs = {m: [summarise(rows, y, p[m], threshold) for p in preds] for m in preds[0]}
+    methods = {m: _mean(r) | {f"{k}_sd": float(np.std([x[k] for x in r])) for k in ("passed", "gated")}
+               for m, r in runs.items()}
     result = {"protocol": f"leave-one-source-out: each source's turns scored by a head trained on the others; "
                           f"mean over {draws} inner validation draws",
               "methods": methods, "failures": failures(rows, y, preds[0]["applicability"], threshold)}
