@@ -5,7 +5,8 @@ import pytest
 
 from gate.config import Bands, Settings
 from gate.engine.loading import model_slug
-from training.evaluate_seeding import all_pairs, figure, frontier, markdown, run_key, score, summarise
+from training.evaluate_seeding import (all_pairs, evaluate, figure, frontier, head_key, markdown, run_key, score,
+                                      summarise)
 
 ABSTENTION = "No comment."
 
@@ -74,14 +75,20 @@ def test_run_key_changes_with_what_a_reply_depends_on(tmp_path):
     ckpt = tmp_path / model_slug(settings.model.id)
     ckpt.mkdir()
     (ckpt / "weights.npz").write_bytes(b"v1")
-    gate = SimpleNamespace(settings=settings, engine=SimpleNamespace(model_id=settings.model.id))
+    gate = SimpleNamespace(settings=settings, engine=SimpleNamespace(model_id=settings.model.id, dtype="torch.float32"))
     key = run_key(gate, 24)
     assert run_key(gate, 24) == key and run_key(gate, 32) != key
     (ckpt / "weights.npz").write_bytes(b"v2")           # a retrained sidecar
     retrained = run_key(gate, 24)
     assert retrained != key
+    head = head_key(gate)
+    (ckpt / "applicability.npz").write_bytes(b"h2")     # another applicability head: same replies, new P(factual)
+    assert run_key(gate, 24) == retrained and head_key(gate) != head
     settings.policy.bands.low = 0.3                     # other bands: same replies
     assert run_key(gate, 24) == retrained
+    gate.engine.dtype = "torch.bfloat16"                # other numerics: asked again
+    assert run_key(gate, 24) != retrained
+    gate.engine.dtype = "torch.float32"
     settings.policy.abstention = "Pass."                # other texts: asked again
     assert run_key(gate, 24) != retrained
 
@@ -97,3 +104,37 @@ def test_report_and_figure(tmp_path):
     marked = {name: run["summary"]["trade_off"] for name, run in runs.items()}
     png = figure(all_pairs(ROWS, ABSTENTION, 0.5), marked, tmp_path / "f.png", "t")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_new_applicability_head_reprobes_without_generating(tmp_path):
+    """A resumed run asks nothing again when only the applicability head changed: each logged row gets its
+    P(factual) from one probe, and the replies are kept."""
+    settings = Settings(sidecar_dir=str(tmp_path))
+    ckpt = tmp_path / model_slug(settings.model.id)
+    ckpt.mkdir()
+    (ckpt / "weights.npz").write_bytes(b"v1")
+    (ckpt / "applicability.npz").write_bytes(b"h1")
+    calls = {"chat": 0, "probe": 0}
+    view = SimpleNamespace(p_knows=0.3, p_factual=0.9)
+
+    def chat(messages, overrides):
+        calls["chat"] += 1
+        return SimpleNamespace(content=f"reply {calls['chat']}", gate=view)
+
+    def probe(messages):
+        calls["probe"] += 1
+        return SimpleNamespace(gate=SimpleNamespace(p_factual=0.2))
+
+    gate = SimpleNamespace(settings=settings, engine=SimpleNamespace(model_id=settings.model.id, dtype="torch.float32"),
+                           chat=chat, probe=probe)
+    rows = [{"id": f"q{i}", "source": "red", "category": "c", "question": f"Q{i}?", "golds": ["A"], "label": 0}
+            for i in range(3)]
+    log = tmp_path / "rows.jsonl"
+    first = evaluate(gate, rows, 24, log)
+    assert calls == {"chat": 12, "probe": 0} and all(r["p_factual"] == 0.9 for r in first)
+    (ckpt / "applicability.npz").write_bytes(b"h2")
+    again = evaluate(gate, rows, 24, log)
+    assert calls == {"chat": 12, "probe": 3} and all(r["p_factual"] == 0.2 for r in again)
+    assert [r["replies"] for r in again] == [r["replies"] for r in first]
+    evaluate(gate, rows, 24, log)
+    assert calls == {"chat": 12, "probe": 3}

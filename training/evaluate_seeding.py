@@ -87,16 +87,24 @@ GRID = tuple(round(0.05 * k, 2) for k in range(21))             # band edges the
 
 
 def run_key(gate, max_tokens: int) -> str:
-    """What a logged reply depends on besides the question: the budget, the seed texts and the checkpoint files.
-    Not the bands or the threshold: every seed's reply is logged, so any bands are scored from the same rows.
-    Rows logged under another key (a retrained sidecar, other seeds) are asked again."""
+    """What a logged reply depends on besides the question: the budget, the seed texts, the sidecar's weights
+    (the seed quotes P(knows)) and the model's dtype. Not the bands or the threshold (every seed's reply is
+    logged, so any bands are scored from the same rows) and not the applicability head (`head_key`): rows logged
+    under another run key (a retrained sidecar, other seeds) are asked again."""
     from gate.sidecar import sidecar_dir
     policy = gate.settings.policy.model_dump(mode="json", exclude={"bands", "factual_threshold", "mode"})
-    ckpt = sidecar_dir(gate.settings, gate.engine.model_id)
-    digest = hashlib.sha1(json.dumps([max_tokens, policy], sort_keys=True).encode())
-    for path in sorted(ckpt.glob("*.npz")):
-        digest.update(path.read_bytes())
+    digest = hashlib.sha1(json.dumps([max_tokens, policy, str(gate.engine.dtype)], sort_keys=True).encode())
+    digest.update((sidecar_dir(gate.settings, gate.engine.model_id) / "weights.npz").read_bytes())
     return digest.hexdigest()[:16]
+
+
+def head_key(gate) -> str:
+    """The applicability head's weights: a row read by another head gets its P(factual) again from a probe (no
+    generation), since that number alone depends on it."""
+    from gate.applicability import FILE
+    from gate.sidecar import sidecar_dir
+    path = sidecar_dir(gate.settings, gate.engine.model_id) / FILE
+    return hashlib.sha1(path.read_bytes() if path.exists() else b"").hexdigest()[:16]
 
 
 def evaluate(gate, rows: list[dict], max_tokens: int, log: Path) -> list[dict]:
@@ -105,14 +113,14 @@ def evaluate(gate, rows: list[dict], max_tokens: int, log: Path) -> list[dict]:
     interrupted run resumes where it stopped. The log holds ids and the model's replies, never the source
     packages' text (their licences)."""
     from gate.turns import TurnOverrides
-    key = run_key(gate, max_tokens)
+    key, head = run_key(gate, max_tokens), head_key(gate)
     done = {r["id"]: r for r in (load_rows(log) if log.exists() else []) if r.get("run") == key}
     out = []
     with log.open("a", encoding="utf-8") as sink:
         for row in tqdm(rows, unit="q", desc="seeding"):
+            example = Example(**{k: row[k] for k in Example.__annotations__ if k in row})
+            messages, changed = messages_of(example), True
             if row["id"] not in done:
-                example = Example(**{k: row[k] for k in Example.__annotations__ if k in row})
-                messages = messages_of(example)
                 replies = {"off": gate.chat(messages, TurnOverrides(mode="off", max_tokens=max_tokens)).content}
                 for decision in SEEDED:
                     seeded = gate.chat(messages, TurnOverrides(mode="seed", max_tokens=max_tokens,
@@ -120,8 +128,13 @@ def evaluate(gate, rows: list[dict], max_tokens: int, log: Path) -> list[dict]:
                     replies[decision] = seeded.content
                 done[row["id"]] = {
                     "id": row["id"], "source": row["source"], "category": row["category"], "label": row.get("label"),
-                    "dataset_prediction": row.get("prediction"), "max_tokens": max_tokens, "run": key,
+                    "dataset_prediction": row.get("prediction"), "max_tokens": max_tokens, "run": key, "head": head,
                     "p_knows": seeded.gate.p_knows, "p_factual": seeded.gate.p_factual, "replies": replies}
+            elif done[row["id"]].get("head") != head:
+                done[row["id"]] |= {"head": head, "p_factual": gate.probe(messages).gate.p_factual}
+            else:
+                changed = False
+            if changed:
                 sink.write(json.dumps(done[row["id"]], ensure_ascii=False) + "\n")
                 sink.flush()
             out.append({k: v for k, v in done[row["id"]].items() if k not in SOURCE_TEXT})
