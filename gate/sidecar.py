@@ -20,6 +20,7 @@ from gate.engine.features import GLOBAL_FEATURES, LAYER_FEATURES, Features
 from gate.engine.loading import model_slug
 
 ROOT = Path(__file__).resolve().parent.parent
+FILE = "weights.npz"  # the sidecar's arrays, next to config.json
 log = logging.getLogger(__name__)
 
 
@@ -270,7 +271,7 @@ class Sidecar:
         arrays = {f"state.{k}": v for k, v in self.state.items()}
         for i, net in enumerate(self.nets):
             arrays.update({f"net{i}.{k}": v.numpy() for k, v in net.state_dict().items()})
-        np.savez(directory / "weights.npz", **arrays)
+        np.savez(directory / FILE, **arrays)
         meta = {"format": 1, "hyperparams": self.hp, "signature": self.signature, "nets": len(self.nets),
                 "dims": {"layer_feats": int(self.state["layer_mean"].shape[-1]),
                          "extra": int(self.state["globals_mean"].shape[-1])} if self.nets else {}}
@@ -285,7 +286,7 @@ class Sidecar:
         check_signature(saved, signature, directory)
         hp = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["hyperparams"].items()}
         sc = cls(signature=saved, **hp)
-        with np.load(directory / "weights.npz", allow_pickle=False) as z:
+        with np.load(directory / FILE, allow_pickle=False) as z:
             sc.state = {k[6:]: z[k] for k in z.files if k.startswith("state.")}
             for i in range(meta["nets"]):
                 net = _DepthNet(meta["dims"]["layer_feats"], meta["dims"]["extra"], hp["gru_hidden"], hp["head"],

@@ -56,7 +56,7 @@ def test_applicability_held_out_sources(tmp_path):
 
 
 def test_leave_one_source_out_averages_its_draws():
-    blocks = [{"n": 10, "auroc": a, "auprc": 0.5, "ece": e, "brier": 0.1, "mean_p": 0.2, "auroc_ci95": [a - 0.1, a + 0.1]}
+    blocks = [{"n": 10, "auroc": a, "auprc": 0.5, "ece": e, "brier": 0.1, "mean_p": 0.2, "auroc_ci95": (a - 0.1, a + 0.1)}
               for a, e in ((0.7, 0.02), (0.8, 0.06))]
     out = evaluate._over_draws(blocks)
     assert math.isclose(out["auroc"], 0.75) and math.isclose(out["auroc_sd"], 0.05) and math.isclose(out["ece"], 0.04)

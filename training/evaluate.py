@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from gate.sidecar import Sidecar, SidecarMismatch, sidecar_dir
 from training import band_sweep, evaluate_applicability
 from training.baselines import BASELINES, Method, Part, SidecarMethod
-from training.metrics import auroc, bootstrap_auroc, ece, risk_coverage, within_category_auroc
+from training.metrics import auroc, bootstrap_auroc, ece, mean_over, risk_coverage, within_category_auroc
 from training.store import dataset_folder, dataset_parser, is_factual, load_dataset, step_settings
 from training.splits import by_id, folds_by_id, load_splits, strata_of
 from training.train import ensure_splits
@@ -103,12 +103,10 @@ def leave_one_source_out(data: Part, signature: dict, fast: bool, boot: int, min
 
 
 def _over_draws(blocks: list[dict]) -> dict:
-    """One method's blocks from several draws: AUROC, AUPRC, ECE and Brier averaged (with AUROC's and ECE's
-    spread), the 95% interval as the mean of the draws' bootstrap bounds; the rest from the first draw."""
-    mean = lambda k: float(np.mean([b[k] for b in blocks]))
-    return {**blocks[0], **{k: mean(k) for k in ("auroc", "auprc", "ece", "brier", "mean_p")},
-            "auroc_sd": float(np.std([b["auroc"] for b in blocks])), "ece_sd": float(np.std([b["ece"] for b in blocks])),
-            "auroc_ci95": [float(np.mean([b["auroc_ci95"][i] for b in blocks])) for i in (0, 1)], "draws": len(blocks)}
+    """One method's blocks from several draws, averaged (the 95% interval as the mean of the draws' bootstrap
+    bounds), with AUROC's and ECE's spread."""
+    return mean_over(blocks) | {"auroc_sd": float(np.std([b["auroc"] for b in blocks])),
+                                "ece_sd": float(np.std([b["ece"] for b in blocks])), "draws": len(blocks)}
 
 
 def loso_table(loso: dict) -> str:

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from gate.applicability import Applicability
 from gate.engine.features import Features
-from training.metrics import auroc, balanced_weights, ece
+from training.metrics import auroc, balanced_weights, ece, mean_over
 from training.splits import by_id, strata_of
 from training.store import dataset_folder, dataset_parser, is_factual, load_dataset
 
@@ -144,7 +144,7 @@ def evaluate(directory: Path, out: Path, limit: int | None = None, threshold: fl
     with threadpool_limits(1):
         preds = [held_out_predictions(rows, feats, y, meta["signature"], seed=d) for d in range(draws)]
     runs = {m: [summarise(rows, y, p[m], threshold) for p in preds] for m in preds[0]}
-    methods = {m: _mean(r) | {f"{k}_sd": float(np.std([x[k] for x in r])) for k in ("passed", "gated")}
+    methods = {m: mean_over(r) | {f"{k}_sd": float(np.std([x[k] for x in r])) for k in ("passed", "gated")}
                for m, r in runs.items()}
     result = {"protocol": f"leave-one-source-out: each source's turns scored by a head trained on the others; "
                           f"mean over {draws} inner validation draws",
@@ -153,17 +153,6 @@ def evaluate(directory: Path, out: Path, limit: int | None = None, threshold: fl
     (out / "applicability.json").write_text(json.dumps(result, indent=1))
     (out / "applicability.md").write_text(table(result))
     return result
-
-
-def _mean(trees: list):
-    """Numbers averaged across same-shaped results (counts, the same in every draw, stay counts); anything else
-    taken from the first."""
-    first = trees[0]
-    if isinstance(first, dict):
-        return {k: _mean([t[k] for t in trees]) for k in first}
-    if isinstance(first, (int, float)) and not isinstance(first, bool) and any(t != first for t in trees):
-        return float(np.mean(trees))
-    return first
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -91,10 +91,10 @@ def run_key(gate, max_tokens: int) -> str:
     (the seed quotes P(knows)) and the model's dtype. Not the bands or the threshold (every seed's reply is
     logged, so any bands are scored from the same rows) and not the applicability head (`head_key`): rows logged
     under another run key (a retrained sidecar, other seeds) are asked again."""
-    from gate.sidecar import sidecar_dir
+    from gate.sidecar import FILE
     policy = gate.settings.policy.model_dump(mode="json", exclude={"bands", "factual_threshold", "mode"})
     digest = hashlib.sha1(json.dumps([max_tokens, policy, str(gate.engine.dtype)], sort_keys=True).encode())
-    digest.update((sidecar_dir(gate.settings, gate.engine.model_id) / "weights.npz").read_bytes())
+    digest.update(_checkpoint(gate, FILE).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -102,9 +102,13 @@ def head_key(gate) -> str:
     """The applicability head's weights: a row read by another head gets its P(factual) again from a probe (no
     generation), since that number alone depends on it."""
     from gate.applicability import FILE
-    from gate.sidecar import sidecar_dir
-    path = sidecar_dir(gate.settings, gate.engine.model_id) / FILE
+    path = _checkpoint(gate, FILE)
     return hashlib.sha1(path.read_bytes() if path.exists() else b"").hexdigest()[:16]
+
+
+def _checkpoint(gate, name: str) -> Path:
+    from gate.sidecar import sidecar_dir
+    return sidecar_dir(gate.settings, gate.engine.model_id) / name
 
 
 def evaluate(gate, rows: list[dict], max_tokens: int, log: Path) -> list[dict]:

@@ -52,3 +52,17 @@ def risk_coverage(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     correct = np.cumsum(y[order])
     k = np.arange(1, len(y) + 1)
     return k / len(y), 1.0 - correct / k
+
+
+def mean_over(results: list):
+    """Same-shaped results of several draws, averaged: numbers (and sequences of numbers, element by element) that
+    differ between draws become their mean; counts the same in every draw stay counts; anything else is taken
+    from the first."""
+    first = results[0]
+    if isinstance(first, dict):
+        return {k: mean_over([r[k] for r in results]) for k in first}
+    if isinstance(first, (list, tuple)) and all(len(r) == len(first) for r in results):
+        return [mean_over([r[i] for r in results]) for i in range(len(first))]
+    if isinstance(first, (int, float)) and not isinstance(first, bool) and any(r != first for r in results):
+        return float(np.mean(results))
+    return first

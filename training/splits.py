@@ -39,8 +39,9 @@ def stratified(idx: np.ndarray, strata: np.ndarray, test_size: float, seed: int)
 
 def by_id(idx: np.ndarray, strata: np.ndarray, ids: list[str], share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split `idx` into (rest, held) by a hash of each row's id, `share` of every stratum held: which rows are
-    held depends only on their ids and `seed`, never on the rows' order or on which other rows exist, so a
-    rebuild that adds or reorders rows leaves an evaluation's inner validation parts as they were."""
+    held depends only on their ids, their stratum's members and `seed`, never on the rows' order or on other
+    strata, so a rebuild that reorders rows or adds another source leaves an evaluation's inner validation parts
+    as they were."""
     held: list[int] = []
     for key in np.unique(strata[idx]):
         members = sorted(idx[strata[idx] == key], key=lambda i: _rank(ids[i], seed))
