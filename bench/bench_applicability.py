@@ -33,7 +33,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for text in PROMPTS:
         t0 = time.perf_counter()
-        probe = engine.probe([engine.prompt([{"role": "user", "content": text}])])
+        probe = engine.probe_chats([[{"role": "user", "content": text}]])
         probe_ms = (time.perf_counter() - t0) * 1000
         times = []
         for _ in range(args.reps):

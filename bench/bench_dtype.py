@@ -47,13 +47,13 @@ def recompute(settings, rows: list[dict], dtype: str, cache: Path, batch_size: i
     if todo:
         from gate.engine.runtime import Engine
         engine = Engine(settings.model_copy(update={"model": settings.model.model_copy(update={"dtype": dtype})}))
-        prompts = {r["id"]: engine.prompt([{"role": "user", "content": user_text(Example(
-            r["id"], r["source"], r["category"], r["question"], r["golds"]))}]) for r in todo}
-        order = sorted(todo, key=lambda r: len(prompts[r["id"]]))  # similar lengths per batch: little padding
+        chats = {r["id"]: [{"role": "user", "content": user_text(Example(
+            r["id"], r["source"], r["category"], r["question"], r["golds"]))}] for r in todo}
+        order = sorted(todo, key=lambda r: len(chats[r["id"]][0]["content"]))  # similar lengths: little padding
         with tqdm(total=len(order), desc=f"features {dtype}", unit="q") as bar:
             for b in range(0, len(order), batch_size):
                 batch = order[b:b + batch_size]
-                feats = engine.probe([prompts[r["id"]] for r in batch]).features
+                feats = engine.probe_chats([chats[r["id"]] for r in batch]).features
                 done.update({r["id"]: feats[k:k + 1] for k, r in enumerate(batch)})
                 ids = list(done)  # saved after every batch: on a slow CPU a run may be stopped at any time
                 save_features(cache, concat([done[i] for i in ids]), ids, {"dtype": dtype})

@@ -34,7 +34,7 @@ def main() -> None:
     add_model_args(ap)
     args = ap.parse_args()
     engine = Engine(settings_from(args))
-    model, arch, fs = engine.model, engine.arch, engine.settings.features
+    model, arch, fs = engine.model, engine.arch, engine.features
 
     @torch.inference_mode()
     def plain(ids, mask):

@@ -3,13 +3,13 @@
 P(knows) means something only for a factual question answered from memory. Greetings, writing tasks, code,
 maths, transforming given text, questions answered by the conversation itself, advice and instructions must
 pass the gate untouched. This estimator reads the features the probe already computed (no second forward):
-the residual stream at the final prompt position, where the model has read the whole conversation, the
-global lens scalars and the per-layer lens / MLP-write trajectory (what each layer expects next tells kinds of
-turns apart too: leave-one-source-out, mean of 3 draws, it gates 95.6% of held-out knowledge questions on the
-default model where the residual and scalars alone gate 94.5%, passing as many other turns; 95.4% vs 95.3% on
-Qwen). A standardised, strongly L2-regularised logistic regression (C from a grid, chosen on
-validation AUROC; the default grid is one value chosen on held-out sources), Platt-
-calibrated on validation for an even prior of knowledge and other turns: P(factual) costs one dot product.
+the residual stream at the final prompt position, where the model has read the whole conversation (and,
+where the model has a message read, averaged over the latest user message's own tokens), the global lens
+scalars and the per-layer lens / MLP-write trajectory (what each layer expects next tells kinds of turns apart
+too: data/<model>/README.md has the held-out numbers with and without each read). A standardised, strongly
+L2-regularised logistic regression (C from a grid, chosen on validation AUROC; the default grid is one value
+chosen on held-out sources), Platt-calibrated on validation for an even prior of knowledge and other turns:
+P(factual) costs one dot product.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from gate.engine.features import Features
-from gate.sidecar import check_signature, model_signature, sidecar_dir
+from gate.sidecar import check_signature, model_signature, residual_reads, sidecar_dir
 
 FILE = "applicability.npz"
 
@@ -41,8 +41,7 @@ class Applicability:
         self.state: dict[str, np.ndarray] = {}
 
     def _matrix(self, feats: Features, fit: bool = False) -> np.ndarray:
-        x = np.concatenate([feats.hidden.reshape(len(feats.hidden), -1), feats.globals,
-                            feats.layer.reshape(len(feats.layer), -1)], axis=1)
+        x = np.concatenate([residual_reads(feats), feats.globals, feats.layer.reshape(len(feats.layer), -1)], axis=1)
         x = np.nan_to_num(x.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         if fit:
             self.state["mean"], self.state["std"] = x.mean(0), x.std(0) + 1e-4

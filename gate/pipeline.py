@@ -66,6 +66,7 @@ class _Turn:
     params: SamplingParams
     prompt: str
     ids: list[int]
+    span: tuple[int, int]  # the latest user message's tokens in `ids`
 
 
 class Gate:
@@ -119,7 +120,7 @@ class Gate:
         turn = self._prepare(messages, overrides or TurnOverrides(), budget=0)
         with self.lock:
             start = time.perf_counter()
-            read = self.engine.read(turn.ids, probe=True, lens_top=LENS_TOP_K)
+            read = self.engine.read(turn.ids, probe=True, lens_top=LENS_TOP_K, span=turn.span)
             view = self._view(turn, read.features, start)
         tok = self.engine.tokenizer
         lens = [[(tok.decode([i]), float(v)) for i, v in layer] for layer in read.lens]
@@ -148,14 +149,15 @@ class Gate:
         params = SamplingParams(gen.max_tokens, gen.temperature, gen.top_p, ov.seed, list(ov.stop))
         if ov.seed is not None and (isinstance(ov.seed, bool) or not isinstance(ov.seed, int)):
             raise TurnError("seed must be an integer", param="seed")
-        prompt = self.engine.prompt(normalize_messages(messages))
+        normalized = normalize_messages(messages)
+        prompt = self.engine.prompt(normalized)
         ids = self.engine.tokens(prompt)
         needed = len(ids) + (self._seed_room(prompt, mode) + gen.max_tokens if budget is None else budget)
         if needed > self.context_window:
             raise PromptTooLong(f"the prompt has {len(ids)} tokens; with the seed and max_tokens="
                                 f"{gen.max_tokens} the turn needs {needed}, beyond the model's context window "
                                 f"of {self.context_window}", param="messages", code="context_length_exceeded")
-        return _Turn(mode, bands, threshold, params, prompt, ids)
+        return _Turn(mode, bands, threshold, params, prompt, ids, self.engine.span(prompt, normalized))
 
     def _seed_room(self, prompt: str, mode: Mode) -> int:
         """Tokens the longest seed may add (0 in off mode), so a too-long turn fails before the probe."""
@@ -186,7 +188,7 @@ class Gate:
     def _generate(self, turn: _Turn) -> Iterator[TurnEvent]:
         engine, fmt = self.engine, self.engine.thinking
         start = time.perf_counter()
-        read = engine.read(turn.ids, probe=turn.mode != "off")
+        read = engine.read(turn.ids, probe=turn.mode != "off", span=turn.span)
         view = self._view(turn, read.features, start)
         yield view
         prompt_tokens = len(turn.ids)

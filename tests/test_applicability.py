@@ -54,7 +54,7 @@ def test_shipped_head_on_the_real_model(engine):
         pytest.skip("no applicability head shipped for the default model")
     head = load_for(engine)
     for factual, conversations in TURNS.items():   # the whole conversation is read; the latest turn decides
-        probe = engine.probe([engine.prompt(c) for c in conversations])
+        probe = engine.probe_chats(conversations)
         p = head.predict_proba(probe.features)
         assert ((p >= 0.5) == factual).all(), (factual, [(c[-1]["content"], round(float(q), 3))
                                                          for c, q in zip(conversations, p)])

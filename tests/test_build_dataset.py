@@ -96,3 +96,23 @@ def test_added_sources_compute_only_new_turns_and_chat_turns_are_only_probed(eng
         assert row["factual"] is False and row["label"] is None and row["prediction"] == ""
         assert row["question"] == ex.question and row["history"] == ex.history   # text read back by id
     assert all(by[ex.id]["factual"] for ex in EXAMPLES[:2]) and np.isfinite(feats.hidden.astype(float)).all()
+
+
+def test_a_new_feature_layout_reprobes_and_keeps_the_answers(engine, tmp_path, monkeypatch):
+    """Rows built with another feature layout (here: without the message read) keep their answers: the
+    rebuild probes every turn again and generates nothing, and the build folder is taken over."""
+    before = engine.features
+    engine.features = before.model_copy(update={"message_depths": ()})
+    try:
+        bd.build(engine, EXAMPLES[:2], tmp_path, **ARGS)
+    finally:
+        engine.features = before
+    old = {r["id"]: r for r in load_rows(tmp_path / "examples.jsonl")}
+    monkeypatch.setattr("gate.engine.generate.generate_batch", lambda *a, **k: pytest.fail("answered again"))
+    stats = bd.build(engine, EXAMPLES[:2], tmp_path, **ARGS)
+    rows, feats, meta = load_dataset(tmp_path)
+    assert stats["computed"] == 2 and meta["signature"]["message_depths"] == list(before.message_depths)
+    assert feats.message.shape == (2, len(before.message_depths), engine.arch.hidden_size)
+    assert all(r["prediction"] == old[r["id"]]["prediction"] and r["label"] == old[r["id"]]["label"] for r in rows)
+    with pytest.raises(SystemExit, match="max_new_tokens"):   # an answer-changing setting still refuses the folder
+        bd.build(engine, EXAMPLES[:2], tmp_path, **{**ARGS, "max_new_tokens": 5})

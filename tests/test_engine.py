@@ -11,7 +11,8 @@ from transformers.models.gemma4.configuration_gemma4 import Gemma4VisionConfig
 from gate.config import FeatureSettings, ModelSettings
 from gate.engine.arch import UnsupportedArchitecture, arch_map, check_supported
 from gate.engine.capture import capture, hooked
-from gate.engine.features import GLOBAL_FEATURES, LAYER_FEATURES, compute_features
+from gate.engine.chat import message_span
+from gate.engine.features import GLOBAL_FEATURES, LAYER_FEATURES, compute_features, hidden_layer_indices
 from gate.engine.lens import lens_logits
 from gate.engine.loading import ModelLoadError, load_model
 
@@ -153,18 +154,42 @@ QUESTIONS = ["What is the capital of France?", "Which planet is known as the Red
              "Who painted the Mona Lisa in the early sixteenth century?"]
 
 
+def test_message_span_is_the_latest_user_message(engine):
+    """The message read averages over the latest user turn's own tokens: not the template, not earlier turns."""
+    chat = [{"role": "user", "content": "Where is Leeds?"}, {"role": "assistant", "content": "In England."},
+            {"role": "user", "content": "And what river runs through it?"}]
+    prompt = engine.prompt(chat)
+    start, end = engine.span(prompt, chat)
+    assert engine.tokenizer.decode(engine.tokens(prompt)[start:end]).strip() == chat[-1]["content"]
+    assert message_span(engine.tokenizer, prompt, [{"role": "assistant", "content": "hi"}]) is None
+    n = len(engine.tokens(prompt))
+    assert engine.span(prompt, [{"role": "user", "content": "not in the prompt"}]) == (n - 4, n)  # its tail
+    # The read is the plain average of the model's own hidden states over that span, at the message depth.
+    got = engine.probe([prompt], [(start, end)]).features.message[0, 0].astype(np.float32)
+    with torch.inference_mode():
+        states = engine.model(torch.tensor([engine.tokens(prompt)]), output_hidden_states=True).hidden_states
+    layer = hidden_layer_indices(engine.arch.num_layers, engine.features.message_depths)[0]
+    want = states[layer + 1][0, start:end].float().mean(0).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=2e-2)
+
+
 def test_default_model_features(engine):
-    texts = [engine.prompt([{"role": "user", "content": q}]) for q in QUESTIONS]
-    batched = engine.probe(texts)
+    chats = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    texts = [engine.prompt(c) for c in chats]
+    spans = [engine.span(t, c) for t, c in zip(texts, chats)]
+    batched = engine.probe(texts, spans)
     L = engine.model.config.num_hidden_layers
     f = batched.features
     assert f.layer.shape == (3, L, len(LAYER_FEATURES)) and f.globals.shape == (3, len(GLOBAL_FEATURES))
     assert f.hidden.shape == (3, len(engine.settings.features.hidden_depths), engine.model.config.hidden_size)
+    assert f.message.shape == (3, len(engine.features.message_depths), engine.model.config.hidden_size)
     assert np.isfinite(f.layer.astype(np.float32)).all() and np.isfinite(f.globals.astype(np.float32)).all()
     cap = batched.capture
     torch.testing.assert_close(lens_logits(engine.arch, cap.resid[:, -1]), cap.logits, atol=1e-3, rtol=1e-4)
     for i, text in enumerate(texts):  # left padding must not change any example's features
-        single = engine.probe([text]).features
+        single = engine.probe([text], [spans[i]]).features
+        np.testing.assert_allclose(single.message[0].astype(np.float32), f.message[i].astype(np.float32),
+                                   atol=2e-2, rtol=1e-2)
         np.testing.assert_allclose(single.layer[0].astype(np.float32), f.layer[i].astype(np.float32),
                                    atol=2e-2, rtol=1e-2)
         np.testing.assert_allclose(single.globals[0].astype(np.float32), f.globals[i].astype(np.float32),

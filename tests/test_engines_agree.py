@@ -4,7 +4,8 @@ gives the same P(knows).
 
 Stated tolerances (both engines float32 on the default model; features are stored as float16, whose
 spacing is ~1e-3 relative): per-layer and global features within 0.02 + 1% of the transformers value, the
-hidden-state reads within 0.05 + 1%, lens top-1 tokens the same at ≥ 95% of layers, P(knows) within 0.02.
+hidden-state reads (final position and the latest user message's average) within 0.05 + 1%, lens top-1 tokens
+the same at ≥ 95% of layers, P(knows) within 0.02.
 """
 from __future__ import annotations
 
@@ -28,12 +29,17 @@ PROMPTS = [
 ]
 
 
-def _ids(engine, text: str) -> list[int]:
-    return engine.tokens(engine.prompt([{"role": "user", "content": text}]))
+def _read(engine, text: str, limit: int | None = None) -> dict:
+    """read() arguments for one user turn (cut to `limit` tokens): its ids and its message's span."""
+    messages = [{"role": "user", "content": text}]
+    prompt = engine.prompt(messages)
+    ids = engine.tokens(prompt)[:limit]
+    start, end = engine.span(prompt, messages)
+    return {"ids": ids, "span": (min(start, len(ids) - 1), min(end, len(ids)))}
 
 
 def _assert_agree(vllm_features, hf_features) -> None:
-    for name, atol in (("layer", 0.02), ("globals", 0.02), ("hidden", 0.05)):
+    for name, atol in (("layer", 0.02), ("globals", 0.02), ("hidden", 0.05), ("message", 0.05)):
         got, want = (getattr(f, name).astype(np.float32) for f in (vllm_features, hf_features))
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=0.01, atol=atol, err_msg=name)
@@ -43,7 +49,7 @@ def _assert_agree(vllm_features, hf_features) -> None:
 @pytest.fixture(scope="module")
 def reference(engine) -> list:
     """The transformers engine's features, one prompt at a time."""
-    return [engine.read(_ids(engine, text), probe=True).features for text in PROMPTS]
+    return [engine.read(**_read(engine, text), probe=True).features for text in PROMPTS]
 
 
 def test_features_and_p_knows_agree_across_engines(engine, vllm_engine, reference):
@@ -52,7 +58,7 @@ def test_features_and_p_knows_agree_across_engines(engine, vllm_engine, referenc
     assert load_for(vllm_engine) is not None  # the same checkpoint accepts the vLLM engine's signature
     # All eight at once: vLLM batches their prefills into one flattened batch (rows of several requests).
     with ThreadPoolExecutor(len(PROMPTS)) as pool:
-        got = list(pool.map(lambda t: vllm_engine.read(_ids(engine, t), probe=True).features, PROMPTS))
+        got = list(pool.map(lambda t: vllm_engine.read(**_read(engine, t), probe=True).features, PROMPTS))
     for text, mine, want in zip(PROMPTS, got, reference):
         _assert_agree(mine, want)
         p_vllm, p_hf = float(sidecar.predict_proba(mine)[0]), float(sidecar.predict_proba(want)[0])
@@ -60,26 +66,28 @@ def test_features_and_p_knows_agree_across_engines(engine, vllm_engine, referenc
 
 
 def test_reading_straddles_two_prefill_chunks(engine, vllm_engine):
-    """A prompt of chunk + 2 tokens: its last 4 positions are computed in two steps of vLLM's prefill."""
+    """A prompt of chunk + 2 tokens: its last 4 positions and its message are computed in two steps of vLLM's
+    prefill."""
     chunk = VLLM_TEST_ARGS["max_num_batched_tokens"]
-    long = engine.prompt([{"role": "user", "content": "Tell me about rivers. " * 80}])
-    ids = engine.tokens(long)[: chunk + 2]
-    assert len(ids) == chunk + 2
-    _assert_agree(vllm_engine.read(ids, probe=True).features, engine.read(ids, probe=True).features)
+    read = _read(engine, "Tell me about rivers. " * 80, chunk + 2)
+    assert len(read["ids"]) == chunk + 2 and read["span"][0] < chunk
+    _assert_agree(vllm_engine.read(**read, probe=True).features, engine.read(**read, probe=True).features)
 
 
 def test_repeated_prompt_reads_the_cache_up_to_its_last_positions(engine, vllm_engine):
     """A prompt seen before (here 80 tokens: two full blocks cached) is probed again from the prefix cache,
-    except its last positions, which the probe computes: the features are the same."""
-    ids = engine.tokens(engine.prompt([{"role": "user", "content": "Tell me about rivers. " * 20}]))[:80]
-    want = engine.read(ids, probe=True).features
-    for _ in range(2):
-        _assert_agree(vllm_engine.read(ids, probe=True).features, want)
+    except its last positions and its message, which the probe computes: the features are the same, with the
+    message read over a span inside the cached blocks or over the tail only."""
+    read = _read(engine, "Tell me about rivers. " * 20, 80)
+    for span in (read["span"], (76, 80)):
+        want = engine.read(read["ids"], probe=True, span=span).features
+        for _ in range(2):
+            _assert_agree(vllm_engine.read(read["ids"], probe=True, span=span).features, want)
 
 
 def test_probe_view_lens_agrees(engine, vllm_engine):
-    ids = _ids(engine, PROMPTS[2])
-    mine, want = vllm_engine.read(ids, probe=True, lens_top=3).lens, engine.read(ids, probe=True, lens_top=3).lens
+    read = _read(engine, PROMPTS[2])
+    mine, want = vllm_engine.read(**read, probe=True, lens_top=3).lens, engine.read(**read, probe=True, lens_top=3).lens
     assert len(mine) == len(want) == engine.shape.num_layers
     assert [[t for t, _ in layer] for layer in mine[-3:]] == [[t for t, _ in layer] for layer in want[-3:]]
     np.testing.assert_allclose([[p for _, p in layer] for layer in mine], [[p for _, p in layer] for layer in want],

@@ -15,7 +15,7 @@ def test_continuing_the_probe_cache_equals_generating_from_scratch(engine):
     ids, mask = engine.encode([engine.prompt(QUESTION)])
     seed_ids = engine.tokenizer(SEED, add_special_tokens=False, return_tensors="pt")["input_ids"].to(engine.device)
     eos = engine.eos_ids
-    probe = engine.probe_ids(ids, mask)
+    probe = engine.probe_ids(ids, mask, [engine.tail_span(ids.shape[1])])
     steps = continue_tokens(engine.model, probe.capture, SamplingParams(max_tokens=16), eos, seed_ids)
     ours = [int(t[0]) for t in steps]
     full = torch.cat([ids, seed_ids], dim=1)

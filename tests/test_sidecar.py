@@ -11,19 +11,20 @@ from gate.sidecar import Sidecar, SidecarMismatch, load_for, model_signature, si
 L, F, G, H, D = 6, 4, 3, 2, 8
 SIG = {"model_id": "toy/model-a", "num_layers": L, "hidden_size": D, "vocab_size": 100,
        "layer_features": [f"f{i}" for i in range(F)], "global_features": [f"g{i}" for i in range(G)],
-       "hidden_depths": [0.5, 1.0], "positions": 4, "recall_band": [0.35, 0.75]}
+       "hidden_depths": [0.5, 1.0], "message_depths": [0.6], "positions": 4, "recall_band": [0.35, 0.75]}
 
 
 def synthetic(n: int, seed: int) -> tuple[Features, np.ndarray]:
-    """Labels come from a mid-depth feature, one global and a hidden direction, plus noise."""
+    """Labels come from a mid-depth feature, one global, a hidden and a message direction, plus noise."""
     rng = np.random.default_rng(seed)
     layer = rng.normal(size=(n, L, F))
     glob = rng.normal(size=(n, G))
     hidden = rng.normal(size=(n, H, D))
-    score = 2 * layer[:, 2:4, 0].mean(1) + glob[:, 1] + hidden[:, 0, 3] + 0.1 * rng.normal(size=n)
+    message = rng.normal(size=(n, 1, D))
+    score = 2 * layer[:, 2:4, 0].mean(1) + glob[:, 1] + hidden[:, 0, 3] + 0.5 * message[:, 0, 5] + 0.1 * rng.normal(size=n)
     y = (score > np.quantile(score, 0.75)).astype(int)  # imbalanced, like real labels
     feats = Features(layer.astype(np.float16), glob.astype(np.float16), hidden.astype(np.float16),
-                     np.zeros((n, L), dtype=np.int64))
+                     np.zeros((n, L), dtype=np.int64), message.astype(np.float16))
     return feats, y
 
 
@@ -32,7 +33,8 @@ def fitted() -> tuple[Sidecar, Features, np.ndarray]:
     tr, ytr = synthetic(500, 0)
     va, yva = synthetic(200, 1)
     te, yte = synthetic(300, 2)
-    sc = Sidecar(signature=SIG, seeds=1, epochs=30).fit(tr, ytr, va, yva)
+    # both linear reads: the synthetic label depends on the trajectory, the globals and the residual
+    sc = Sidecar(signature=SIG, reads=("hidden", "layers"), seeds=1, epochs=30).fit(tr, ytr, va, yva)
     return sc, te, yte
 
 
@@ -73,7 +75,7 @@ def test_loading_for_another_model_is_refused(fitted, tmp_path):
 
 def test_features_of_wrong_shape_are_refused(fitted):
     sc, te, _ = fitted
-    wrong = Features(te.layer[:, :3], te.globals, te.hidden, te.top_tokens[:, :3])
+    wrong = Features(te.layer[:, :3], te.globals, te.hidden, te.top_tokens[:, :3], te.message)
     with pytest.raises(SidecarMismatch):
         sc.predict_proba(wrong)
 
@@ -94,8 +96,8 @@ def test_shipped_checkpoint_serves_the_default_model(engine):
     sc = load_for(engine)
     if sc is None:
         pytest.skip("no shipped checkpoint")
-    probe = engine.probe([engine.prompt([{"role": "user", "content": q}])
-                          for q in ("What is the capital of France?", "Who won the 1987 Tasmanian chess open?")])
+    probe = engine.probe_chats([[{"role": "user", "content": q}]
+                                for q in ("What is the capital of France?", "Who won the 1987 Tasmanian chess open?")])
     p = sc.predict_proba(probe.features)
     assert p.shape == (2,) and np.all((p > 0) & (p < 1))
     assert p[0] > p[1]  # a capital the model knows vs an obscure fact

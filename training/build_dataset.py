@@ -34,7 +34,7 @@ KNOWLEDGE_SOURCES = ("red,simpleqa:600,fanoutqa:300,freshqa,cbtrivia,red~conv:12
                      "simpleqa~conv:40,redfandom:1500")
 CHAT_SOURCES = ("chatterbot,persistbench:120,writingbench:60,humaneval:100,codeio:100,gsm:100,arithmetic:60,"
                 "transform:80,reading:60,context:80,instructions,followup:60,rgmaths,rgtext,rgpuzzle,"
-                "alice:300,agentdojo,tau2")
+                "alice:300,agentdojo,tau2,ifeval:150,arenahard:150,mtbench,squad:150,gsm8k:100,tooltalk:150")
 DEFAULT_SOURCES = f"{KNOWLEDGE_SOURCES},{CHAT_SOURCES}"
 
 
@@ -60,21 +60,26 @@ def dataset_meta(engine, max_new_tokens: int) -> dict:
 
 
 def run_chunk(engine, examples: list[Example], batch_size: int, max_new_tokens: int,
-              progress: Callable[[int], object] = lambda n: None) -> tuple[list[dict], object]:
+              progress: Callable[[int], object] = lambda n: None,
+              answered: dict[str, dict] | None = None) -> tuple[list[dict], object]:
     """Features and rows for one chunk, batched by prompt length to limit left padding. Only knowledge
-    questions are answered (greedy) and labelled; other turns are probed only. `progress(n)` after each batch."""
+    questions are answered (greedy) and labelled — unless `answered` holds the same model's answer to the same
+    prompt from an earlier build (another feature layout): then it is only probed. `progress(n)` after each batch."""
     from gate.engine.generate import SamplingParams, generate_batch
-    prompts = [engine.prompt(messages_of(ex)) for ex in examples]
-    preds: dict[int, str] = {}
+    answered = answered or {}
+    messages = [messages_of(ex) for ex in examples]
+    prompts = [engine.prompt(m) for m in messages]
+    preds: dict[int, str] = {i: answered[ex.id]["prediction"] for i, ex in enumerate(examples) if ex.id in answered}
     feats: dict[int, object] = {}
-    for factual in (True, False):
-        order = sorted((i for i, ex in enumerate(examples) if ex.factual == factual), key=lambda i: len(prompts[i]))
+    for answer in (True, False):
+        order = sorted((i for i, ex in enumerate(examples) if (ex.factual and i not in preds) == answer),
+                       key=lambda i: len(prompts[i]))
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            probe = engine.probe([prompts[i] for i in idx])
+            probe = engine.probe([prompts[i] for i in idx], [engine.span(prompts[i], messages[i]) for i in idx])
             answers = (generate_batch(engine.model, engine.tokenizer, probe.capture,
                                       SamplingParams(max_tokens=max_new_tokens), engine.eos_ids)
-                       if factual else [""] * len(idx))
+                       if answer else [preds.get(i, "") for i in idx])
             for j, i in enumerate(idx):
                 preds[i], feats[i] = answers[j], probe.features[j:j + 1]
             del probe
@@ -84,10 +89,19 @@ def run_chunk(engine, examples: list[Example], batch_size: int, max_new_tokens: 
     return rows, concat([feats[i] for i in range(len(examples))])
 
 
-def previous_rows(folders: list[Path], meta: dict) -> dict[str, tuple[dict, object]]:
+def answers_key(meta: dict) -> tuple:
+    """What an answer depends on (the model, its dtype, the budget and the prompt's instruction), not the
+    feature layout: rows that agree on it keep their answers when only the features are recomputed."""
+    sig = meta.get("signature", {})
+    return sig.get("model_id"), sig.get("dtype", "float32"), meta.get("max_new_tokens"), meta.get("short_instruction")
+
+
+def previous_rows(folders: list[Path], meta: dict) -> tuple[dict[str, tuple[dict, object]], dict[str, dict]]:
     """Every row already computed with the same model and settings, by id: each folder's merged dataset and
-    saved chunks (so a build with other sources or chunking recomputes nothing it has)."""
+    saved chunks (so a build with other sources or chunking recomputes nothing it has); and, by id, the rows
+    whose answers still hold (same answers_key) though their features were computed with another layout."""
     known: dict[str, tuple[dict, object]] = {}
+    answered: dict[str, dict] = {}
     pairs = []
     for folder in folders:
         pairs.append((folder / "examples.jsonl", folder / "features.npz"))
@@ -97,42 +111,49 @@ def previous_rows(folders: list[Path], meta: dict) -> dict[str, tuple[dict, obje
             continue
         feats, ids, old_meta = load_features(npz)
         rows = load_rows(jsonl)
-        if old_meta == meta and ids == [r["id"] for r in rows]:
+        if ids != [r["id"] for r in rows]:
+            continue
+        if old_meta == meta:
             known.update({r["id"]: ({"factual": True, **r}, feats[k:k + 1]) for k, r in enumerate(rows)})
-    return known
+        elif answers_key(old_meta) == answers_key(meta):
+            answered.update({r["id"]: r for r in rows if r.get("factual", True)})
+    return known, answered
 
 
 def reuse_or_run(engine, chunk: list[Example], known: dict, batch_size: int, max_new_tokens: int,
-                 progress: Callable[[int], object] = lambda n: None):
-    """A chunk's rows and features: reused where the id is known, computed for the rest."""
+                 progress: Callable[[int], object] = lambda n: None, answered: dict[str, dict] | None = None):
+    """A chunk's rows and features: reused where the id is known, computed for the rest (probed only where
+    `answered` has the answer)."""
     todo = [ex for ex in chunk if ex.id not in known]
     progress(len(chunk) - len(todo))
     fresh: dict[str, tuple[dict, object]] = {}
     if todo:
-        rows, feats = run_chunk(engine, todo, batch_size, max_new_tokens, progress)
+        rows, feats = run_chunk(engine, todo, batch_size, max_new_tokens, progress, answered)
         fresh = {r["id"]: (r, feats[k:k + 1]) for k, r in enumerate(rows)}
     got = [fresh.get(ex.id) or known[ex.id] for ex in chunk]
     return [r for r, _ in got], concat([f for _, f in got]), len(todo)
 
 
 def check_manifest(build_dir: Path, manifest: dict) -> None:
-    """Finished chunks are reused only if they were built with the same model and settings."""
+    """Finished chunks are reused only if they were built with the same model and settings. A folder whose
+    chunks differ only in the feature layout is taken over: its chunks are re-probed, their answers kept."""
     path = build_dir / "manifest.json"
-    if not path.exists():
-        path.write_text(json.dumps(manifest, indent=1))
-        return
-    old = json.loads(path.read_text())
-    bad = ", ".join(k for k, v in manifest.items() if old.get(k) != v)
-    if bad:
+    old = json.loads(path.read_text()) if path.exists() else None
+    if old is not None and old != manifest and answers_key(old) != answers_key(manifest):
+        bad = ", ".join(k for k, v in manifest.items() if old.get(k) != v)
         raise SystemExit(f"{build_dir} holds chunks built with different settings ({bad}); "
                          f"rerun with the same options or delete that folder")
+    path.write_text(json.dumps(manifest, indent=1))
 
 
-def finished(build_dir: Path, k: int, chunk: list[Example]) -> bool:
-    """A chunk is done when both files exist and hold exactly the expected examples (a changed --limit or
-    seed changes the chunk, which is then recomputed)."""
+def finished(build_dir: Path, k: int, chunk: list[Example], meta: dict) -> bool:
+    """A chunk is done when both files exist and hold exactly the expected examples, computed with these
+    settings (a changed --limit or seed changes the chunk, which is then recomputed)."""
     jsonl, npz = chunk_paths(build_dir, k)
-    return jsonl.exists() and npz.exists() and [r["id"] for r in load_rows(jsonl)] == [e.id for e in chunk]
+    if not (jsonl.exists() and npz.exists()) or [r["id"] for r in load_rows(jsonl)] != [e.id for e in chunk]:
+        return False
+    with np.load(npz, allow_pickle=False) as z:
+        return json.loads(str(z["meta"])) == meta
 
 
 def chunk_paths(build: Path, k: int) -> tuple[Path, Path]:
@@ -148,13 +169,14 @@ def build(engine, examples: list[Example], out: Path, chunk_size: int, batch_siz
     meta = dataset_meta(engine, max_new_tokens)
     check_manifest(build_dir, meta)
     chunks = [examples[s:s + chunk_size] for s in range(0, len(examples), chunk_size)]
-    todo = [k for k in range(len(chunks)) if not finished(build_dir, k, chunks[k])]
-    known = previous_rows([out, *reuse], meta)
+    todo = [k for k in range(len(chunks)) if not finished(build_dir, k, chunks[k], meta)]
+    known, answered = previous_rows([out, *reuse], meta)
     done_examples, t0 = 0, time.perf_counter()
     with tqdm(total=len(examples), initial=len(examples) - sum(len(chunks[k]) for k in todo),
               unit="q", desc="build") as bar:
         for k in todo:
-            rows, feats, computed = reuse_or_run(engine, chunks[k], known, batch_size, max_new_tokens, bar.update)
+            rows, feats, computed = reuse_or_run(engine, chunks[k], known, batch_size, max_new_tokens, bar.update,
+                                                 answered)
             jsonl, npz = chunk_paths(build_dir, k)
             save_examples(jsonl, rows)  # rows first (a chunk counts as finished only once its npz exists too);
                                         # without the source packages' text, so chunks can be committed

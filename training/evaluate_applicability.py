@@ -25,6 +25,7 @@ from training.splits import by_id, strata_of
 from training.store import dataset_folder, dataset_parser, is_factual, load_dataset
 
 THRESHOLD = 0.5
+NO_MESSAGE = "without_message_read"
 # Sources whose text may be quoted in shipped files (BSD / MIT / Apache-2.0 or written here); others by id only.
 QUOTABLE = {"chatterbot", "cbtrivia", "humaneval", "codeio", "gsm", "arithmetic", "transform", "reading", "context",
             "instructions", "followup", "simpleqa", "tau2"}
@@ -49,18 +50,23 @@ class TextBaseline:
 
 def held_out_predictions(rows: list[dict], feats: Features, y: np.ndarray, signature: dict, seed: int = 0,
                          C: tuple[float, ...] | None = None) -> dict[str, np.ndarray]:
-    """Out-of-source P(factual) for every row, for the gate's head and the text baseline."""
+    """Out-of-source P(factual) for every row, for the gate's head, the same head without the message read
+    (where the features have one: what that read adds) and the text baseline."""
     sources, ids = np.array([r["source"] for r in rows]), [r["id"] for r in rows]
     strata = strata_of(rows, y)
-    out = {"applicability": np.zeros(len(rows)), "text_tfidf": np.zeros(len(rows))}
+    plain = Features(feats.layer, feats.globals, feats.hidden, feats.top_tokens, feats.message[:, :0])
+    heads = {"applicability": (feats, signature)}
+    if feats.message.shape[1]:
+        heads[NO_MESSAGE] = (plain, {k: v for k, v in signature.items() if k != "message_depths"})
+    out = {name: np.zeros(len(rows)) for name in [*heads, "text_tfidf"]}
     for src in sorted(set(sources)):
         test, rest = np.flatnonzero(sources == src), np.flatnonzero(sources != src)
         if len(set(y[rest])) < 2:
             continue
         tr, va = by_id(rest, strata, ids, 0.15, seed)  # from the ids: the rows' order changes nothing
-        head = Applicability(signature, **({"C": C} if C else {})).fit(feats[tr], y[tr], feats[va], y[va],
-                                                                      groups=sources[tr])
-        out["applicability"][test] = head.predict_proba(feats[test])
+        for name, (f, sig) in heads.items():
+            head = Applicability(sig, **({"C": C} if C else {})).fit(f[tr], y[tr], f[va], y[va], groups=sources[tr])
+            out[name][test] = head.predict_proba(f[test])
         text = TextBaseline().fit([rows[i] for i in tr], y[tr], [rows[i] for i in va], y[va])
         out["text_tfidf"][test] = text.predict_proba([rows[i] for i in test])
     return out
@@ -100,15 +106,20 @@ def failures(rows: list[dict], y: np.ndarray, p: np.ndarray, threshold: float, n
 
 
 def table(result: dict) -> str:
-    lines = ["| held-out source | kind(s) | n | applicability | text TF-IDF (no internals) |", "|---|---|---|---|---|"]
-    gate, text = result["methods"]["applicability"], result["methods"]["text_tfidf"]
+    methods = result["methods"]
+    others = [m for m in (NO_MESSAGE, "text_tfidf") if m in methods]
+    titles = {NO_MESSAGE: "without the message read", "text_tfidf": "text TF-IDF (no internals)"}
+    lines = ["| held-out source | kind(s) | n | applicability | " + " | ".join(titles[m] for m in others) + " |",
+             "|---|---|---|---|" + "---|" * len(others)]
+    gate = methods["applicability"]
     for src, g in gate["by_source"].items():
         what = "gated" if g["factual"] else "passed"
         kinds = ", ".join(g["kinds"]) or "knowledge questions"
-        lines.append(f"| {src} | {kinds} | {g['n']} | {what} {g[what]:.1%} | {what} {text['by_source'][src][what]:.1%} |")
-    for name, m in (("applicability", gate), ("text_tfidf", text)):
+        lines.append(f"| {src} | {kinds} | {g['n']} | {what} {g[what]:.1%} | " +
+                     " | ".join(f"{what} {methods[m]['by_source'][src][what]:.1%}" for m in others) + " |")
+    for name, m in (("applicability", gate), *((o, methods[o]) for o in others)):
         lines.append(f"| **all, {name}** | {m['kinds']} kinds | {m['n_chat']} + {m['n_factual']} | passed "
-                     f"{m['passed']:.1%} ± {m['passed_sd']:.1%} · gated {m['gated']:.1%} ± {m['gated_sd']:.1%} · AUROC {m['auroc']:.3f} · balanced ECE {m['ece']:.3f} | |")
+                     f"{m['passed']:.1%} ± {m['passed_sd']:.1%} · gated {m['gated']:.1%} ± {m['gated_sd']:.1%} · AUROC {m['auroc']:.3f} · balanced ECE {m['ece']:.3f} |" + " |" * len(others))
     for title, key in (("Not knowledge questions, gated anyway", "gated_but_not_knowledge"),
                        ("Knowledge questions that passed", "passed_but_knowledge")):
         lines += ["", f"**Failure cases — {title}** (most confident first):", "",

@@ -1,6 +1,7 @@
 """Choose the sidecar's reads by OUT-OF-DISTRIBUTION results: leave-one-source-out AUROC / ECE for each candidate
 set of reads (linear read of the residual stream, linear read of the lens / MLP-write trajectory, GRU over it),
-never the random test split. Writes selection.json / selection.md next to the dataset; the chosen reads go into
+never the random test split; the two residual candidates also without the message read (the residual averaged
+over the latest user message, a per-model choice: gate/models.py). Writes selection.json / selection.md next to the dataset; the chosen reads go into
 `Sidecar.defaults["reads"]`.
 
     python -m training.select_reads                      # every candidate, every held-out source
@@ -12,6 +13,8 @@ import json
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from gate.engine.features import Features
+
 from training.baselines import Part, SidecarMethod
 from training.metrics import auroc, ece
 from training.splits import by_id, strata_of
@@ -19,6 +22,15 @@ from training.store import dataset_folder, dataset_parser, is_factual, load_data
 
 CANDIDATES = (("hidden", "gru"), ("hidden",), ("layers",), ("gru",), ("layers", "gru"), ("hidden", "layers"),
               ("hidden", "layers", "gru"))
+WITHOUT_MESSAGE = (("hidden",), ("hidden", "layers"))  # also scored with the message read left out
+NO_MESSAGE = " (no message read)"
+
+
+def without_message(data: Part, signature: dict) -> tuple[Part, dict]:
+    """The same rows with the message read dropped, and the signature of a sidecar that reads none."""
+    f = data.feats
+    feats = Features(f.layer, f.globals, f.hidden, f.top_tokens, f.message[:, :0])
+    return Part(data.rows, feats, data.y), {k: v for k, v in signature.items() if k != "message_depths"}
 
 
 def loso_scores(data: Part, reads: tuple[str, ...], signature: dict, min_positives: int, draws: int = 3,
@@ -53,12 +65,15 @@ def main(argv: list[str] | None = None) -> dict:
     keep = np.array([is_factual(r) for r in rows])
     data = Part([r for r, k in zip(rows, keep) if k], feats[keep], np.array([r["label"] for r, k in zip(rows, keep) if k]))
     result = {}
+    plain = without_message(data, meta["signature"]) if data.feats.message.shape[1] else None
+    runs = [("+".join(r), r, data, meta["signature"]) for r in CANDIDATES]
+    runs += [("+".join(r) + NO_MESSAGE, r, *plain) for r in WITHOUT_MESSAGE] if plain else []
     with threadpool_limits(1):
-        for reads in CANDIDATES:
-            res = loso_scores(data, reads, meta["signature"], args.min_positives, args.draws)
-            result["+".join(reads)] = {"by_source": res, "mean_auroc": float(np.mean([v["auroc"] for v in res.values()])),
-                                       "mean_ece": float(np.mean([v["ece"] for v in res.values()]))}
-            print(f"{'+'.join(reads):20s} mean AUROC {result['+'.join(reads)]['mean_auroc']:.3f}  " +
+        for name, reads, part, signature in runs:
+            res = loso_scores(part, reads, signature, args.min_positives, args.draws)
+            result[name] = {"by_source": res, "mean_auroc": float(np.mean([v["auroc"] for v in res.values()])),
+                            "mean_ece": float(np.mean([v["ece"] for v in res.values()]))}
+            print(f"{name:38s} mean AUROC {result[name]['mean_auroc']:.3f}  " +
                   "  ".join(f"{s} {v['auroc']:.3f}/{v['ece']:.3f}" for s, v in res.items()), flush=True)
     sources = list(next(iter(result.values()))["by_source"])
     lines = ["| reads | mean held-out AUROC | mean ECE | " + " | ".join(f"{s} AUROC / ECE" for s in sources) + " |",

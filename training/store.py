@@ -11,7 +11,7 @@ import numpy as np
 from gate.engine.features import Features
 from gate.sidecar import data_dir
 
-_ARRAYS = ("layer", "globals", "hidden", "top_tokens")
+_ARRAYS = ("layer", "globals", "hidden", "top_tokens", "message")
 # Question and gold texts stay in their source packages (GPL-3.0 / CC BY-SA): shipped rows carry ids only.
 SOURCE_TEXT = ("question", "golds", "history")
 
@@ -54,7 +54,9 @@ def save_features(path: Path, feats: Features, ids: list[str], meta: dict) -> No
 
 def load_features(path: Path) -> tuple[Features, list[str], dict]:
     with np.load(path, allow_pickle=False) as z:
-        feats = Features(**{k: z[k] for k in _ARRAYS})
+        hidden = z["hidden"]  # files from before the message read have none: an empty one keeps them readable
+        empty = np.zeros((len(hidden), 0, hidden.shape[-1]), hidden.dtype)
+        feats = Features(**{k: z[k] if k in z.files else empty for k in _ARRAYS})
         return feats, z["ids"].tolist(), json.loads(str(z["meta"]))
 
 

@@ -16,8 +16,8 @@ from typing import Iterator
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from gate.config import Settings
-from gate.engine.chat import ThinkingFormat, render_prompt
+from gate.config import FeatureSettings, Settings
+from gate.engine.chat import ThinkingFormat, message_span, render_prompt
 from gate.engine.features import Features
 from gate.engine.generate import SamplingParams
 from gate.models import Profile
@@ -26,6 +26,7 @@ from gate.models import Profile
 ENGINES = {"transformers": "gate.engine.runtime:Engine", "vllm": "gate.engine.vllm_engine:VllmEngine"}
 
 LensTop = list[list[tuple[int, float]]]  # per layer: (token id, probability) of the lens at the final position
+Span = tuple[int, int]  # [start, end) token indices of the latest user message in a prompt (chat.message_span)
 
 
 def as_lens_top(ids, probs) -> LensTop:
@@ -64,6 +65,7 @@ class TurnEngine(ABC):
     dtype: torch.dtype
     context_window: int
     eos_ids: list[int]
+    features: FeatureSettings          # what the probe computes (settings.features, the profile filling the gaps)
     turn_lock: AbstractContextManager  # held by a turn from its prompt read to its last token
     max_turns: int                     # turns the engine serves at once; the server queues the rest
 
@@ -76,9 +78,18 @@ class TurnEngine(ABC):
         """One text, never padded: a fast tokenizer whose padding state never changes is safe across threads."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def span(self, prompt: str, messages: list[dict]) -> Span:
+        """Where the latest user message lies in this prompt's tokens (the message read averages over it)."""
+        return message_span(self.tokenizer, prompt, messages) or self.tail_span(len(self.tokens(prompt)))
+
+    def tail_span(self, n: int) -> Span:
+        """The span read when a prompt has no user message of its own: its last `positions` tokens."""
+        return max(0, n - self.features.positions), n
+
     @abstractmethod
-    def read(self, ids: list[int], probe: bool, lens_top: int = 0) -> ReadPrompt:
-        """Read a prompt: with `probe`, its features (and the lens's top `lens_top` tokens per layer)."""
+    def read(self, ids: list[int], probe: bool, lens_top: int = 0, span: Span | None = None) -> ReadPrompt:
+        """Read a prompt: with `probe`, its features (and the lens's top `lens_top` tokens per layer); `span`
+        is its latest user message (`span()`; None: the prompt's tail)."""
 
     @abstractmethod
     def weight_bytes(self) -> int:

@@ -34,9 +34,10 @@ class Features:
     globals: np.ndarray    # [B, G] float16
     hidden: np.ndarray     # [B, H, d] float16: final-position residual at the configured depths
     top_tokens: np.ndarray  # [B, L] int: lens top-1 token per layer at the final position
+    message: np.ndarray    # [B, M, d] float16: residual averaged over the latest user message, at message_depths
 
     def __getitem__(self, i: int | slice) -> "Features":
-        return Features(self.layer[i], self.globals[i], self.hidden[i], self.top_tokens[i])
+        return Features(self.layer[i], self.globals[i], self.hidden[i], self.top_tokens[i], self.message[i])
 
 
 def band_layers(num_layers: int, band: tuple[float, float]) -> slice:
@@ -125,4 +126,5 @@ def compute_features(arch: ArchMap, cap: Activations, settings: FeatureSettings)
         globals=glob.to("cpu", torch.float16).numpy(),
         hidden=hidden.to("cpu", torch.float16).numpy(),
         top_tokens=top.cpu().numpy(),
+        message=cap.message.to("cpu", torch.float16).numpy(),
     )

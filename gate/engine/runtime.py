@@ -11,14 +11,14 @@ import torch
 
 from gate.config import Settings
 from gate.engine.arch import ArchMap, arch_map
-from gate.engine.base import LensTop, ModelShape, ReadPrompt, TurnEngine, as_lens_top
+from gate.engine.base import LensTop, ModelShape, ReadPrompt, Span, TurnEngine, as_lens_top
 from gate.engine.capture import Capture, capture
 from gate.engine.chat import thinking_format
-from gate.engine.features import Features, compute_features
+from gate.engine.features import Features, compute_features, hidden_layer_indices
 from gate.engine.generate import Prefill, SamplingParams, continue_tokens, prefill, stop_token_ids
 from gate.engine.lens import top_tokens
 from gate.engine.loading import LoadedModel, load_model
-from gate.models import Profile, profile_for
+from gate.models import Profile, features_for, profile_for
 
 
 @dataclass
@@ -50,6 +50,7 @@ class Engine(TurnEngine):
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         self.arch: ArchMap = arch_map(self.model)
         self.profile: Profile = profile_for(settings.model)
+        self.features = features_for(settings.features, settings.model)
         self.thinking = thinking_format(self.tokenizer, self.profile.thinking)
         self.model_id, self.device, self.dtype = self.loaded.model_id, self.loaded.device, self.loaded.dtype
         self.shape = ModelShape(self.arch.family, self.arch.num_layers, self.arch.hidden_size, self.arch.vocab_size)
@@ -63,21 +64,30 @@ class Engine(TurnEngine):
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
-    def probe_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Probe:
-        cap = capture(self.model, self.arch, input_ids, attention_mask, self.settings.features.positions)
-        return Probe(cap, compute_features(self.arch, cap, self.settings.features), input_ids)
+    def probe_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, spans: list[Span]) -> Probe:
+        fs = self.features
+        cap = capture(self.model, self.arch, input_ids, attention_mask, fs.positions,
+                      hidden_layer_indices(self.arch.num_layers, fs.message_depths), spans)
+        return Probe(cap, compute_features(self.arch, cap, fs), input_ids)
 
-    def probe(self, texts: list[str]) -> Probe:
-        """One prompt-only forward over a batch of prompt texts: the prefill, plus features."""
-        return self.probe_ids(*self.encode(texts))
+    def probe(self, texts: list[str], spans: list[Span] | None = None) -> Probe:
+        """One prompt-only forward over a batch of prompt texts, each with its latest user message's token span
+        (`span()`; None: every prompt's tail): the prefill, plus features."""
+        ids, mask = self.encode(texts)
+        return self.probe_ids(ids, mask, spans or [self.tail_span(int(n)) for n in mask.sum(1)])
+
+    def probe_chats(self, conversations: list[list[dict]]) -> Probe:
+        """`probe` on conversations (message lists), templated as served."""
+        prompts = [self.prompt(c) for c in conversations]
+        return self.probe(prompts, [self.span(p, c) for p, c in zip(prompts, conversations)])
 
     @torch.inference_mode()
-    def read(self, ids: list[int], probe: bool, lens_top: int = 0) -> ReadPrompt:
+    def read(self, ids: list[int], probe: bool, lens_top: int = 0, span: Span | None = None) -> ReadPrompt:
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
         mask = torch.ones_like(input_ids)
         if not probe:
             return _Read(self, prefill(self.model, input_ids, mask), None, None)
-        got = self.probe_ids(input_ids, mask)
+        got = self.probe_ids(input_ids, mask, [span or self.tail_span(len(ids))])
         lens = as_lens_top(*top_tokens(self.arch, got.capture.resid[0, :, -1], lens_top)) if lens_top else None
         return _Read(self, got.capture, got.features, lens)
 

@@ -1,7 +1,7 @@
 """The vLLM engine: many turns at once, the gate read inside vLLM's own prefill.
 
 A gated turn is two vLLM requests. The probe (the prompt, one token; it reads the prefix cache only up to
-its last K positions, which its own forward must compute: vllm_scheduler.py) runs through vLLM's
+its last K positions and the latest user message, which its own forward must compute: vllm_scheduler.py) runs through vLLM's
 scheduler with continuous batching;
 the worker extension (vllm_worker.py) reads the probe's internals during that prefill, computes its
 features off the forward's critical path and pushes them as small arrays through a pipe (an authenticated
@@ -29,13 +29,13 @@ from typing import Any, Awaitable, Iterator, TypeVar
 from transformers import AutoTokenizer
 
 from gate.config import Settings
-from gate.engine.base import LensTop, ModelShape, ReadPrompt, TurnEngine, as_lens_top
+from gate.engine.base import LensTop, ModelShape, ReadPrompt, Span, TurnEngine, as_lens_top
 from gate.engine.chat import thinking_format
 from gate.engine.features import Features
 from gate.engine.generate import SamplingParams, stop_token_ids
 from gate.engine.loading import checked_source, resolve_device, resolve_dtype
-from gate.models import profile_for
-from gate.engine.vllm_worker import COMPUTE, KEY_BYTES, LENS_TOP, PROBE, unpack, vllm_family
+from gate.models import features_for, profile_for
+from gate.engine.vllm_worker import COMPUTE, KEY_BYTES, LENS_TOP, PROBE, SPAN, unpack, vllm_family
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,6 +68,7 @@ class VllmEngine(TurnEngine):
         text, family = config.get_text_config(), vllm_family(config)
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.profile = profile_for(settings.model)
+        self.features = features_for(settings.features, settings.model)
         self.thinking = thinking_format(self.tokenizer, self.profile.thinking)
         self.model_id = settings.model.id
         self.shape = ModelShape(family, text.num_hidden_layers, text.hidden_size, text.vocab_size)
@@ -92,7 +93,7 @@ class VllmEngine(TurnEngine):
         listener = Listener(family="AF_UNIX", authkey=authkey)  # rank 0's worker connects in gate_install
         threading.Thread(target=self._read_pipe, args=(listener,), daemon=True, name="gate-features").start()
         self._llm: Any = self._call(self._started(AsyncLLM, args))
-        install = (settings.features.model_dump(), listener.address, authkey)
+        install = (self.features.model_dump(), listener.address, authkey)
         self._weights = self._call(self._llm.collective_rpc("gate_install", args=install))[0]
         self.context_window = self._llm.model_config.max_model_len
 
@@ -123,10 +124,10 @@ class VllmEngine(TurnEngine):
 
     # ---- the interface --------------------------------------------------------------------------------
 
-    def read(self, ids: list[int], probe: bool, lens_top: int = 0) -> ReadPrompt:
+    def read(self, ids: list[int], probe: bool, lens_top: int = 0, span: Span | None = None) -> ReadPrompt:
         if not probe:
             return _Read(self, ids, None, None)
-        features, lens = self._call(self._probe(ids, lens_top))
+        features, lens = self._call(self._probe(ids, lens_top, span or self.tail_span(len(ids))))
         return _Read(self, ids, features, None if lens is None else as_lens_top(*lens))
 
     def stream(self, ids: list[int], params: SamplingParams) -> Iterator[int]:
@@ -152,13 +153,15 @@ class VllmEngine(TurnEngine):
 
     # ---- on the engine's loop -------------------------------------------------------------------------
 
-    async def _probe(self, ids: list[int], lens_top: int) -> tuple[Features, Any]:
-        """The prompt's prefill with the gate's hooks (one token), then its features."""
+    async def _probe(self, ids: list[int], lens_top: int, span: Span) -> tuple[Features, Any]:
+        """The prompt's prefill with the gate's hooks (one token), then its features. Its own forward computes
+        the last K positions and the latest user message (`span`), the rest may come from the prefix cache."""
         from vllm import SamplingParams as VllmParams, TokensPrompt
         key = uuid.uuid4().hex
+        compute = max(self.features.positions, len(ids) - span[0])
         params = VllmParams(max_tokens=1, temperature=0.0, detokenize=False,
                             skip_reading_prefix_cache=self._probe_skips_cache,
-                            extra_args={PROBE: key, LENS_TOP: lens_top, COMPUTE: self.settings.features.positions})
+                            extra_args={PROBE: key, LENS_TOP: lens_top, COMPUTE: compute, SPAN: list(span)})
         features = self._waiting[key] = asyncio.get_running_loop().create_future()
         try:
             async for _ in self._llm.generate(TokensPrompt(prompt_token_ids=ids), params, request_id=f"probe-{key}"):

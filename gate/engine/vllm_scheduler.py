@@ -1,7 +1,8 @@
-"""In vLLM's engine process: a probe may read the prefix cache, but only up to its last K prompt positions.
+"""In vLLM's engine process: a probe may read the prefix cache, but only up to its last K prompt positions
+(or the start of its latest user message, if earlier: COMPUTE).
 
-vLLM reuses a cached prompt prefix in whole blocks and then computes the rest; the gate's hooks need the
-last K positions computed in the probe's own forward. This scheduler caps a probe's cache hit at the last
+vLLM reuses a cached prompt prefix in whole blocks and then computes the rest; the gate's hooks need those
+positions computed in the probe's own forward. This scheduler caps a probe's cache hit at the last
 full block before those positions, so a long conversation is not run again for every turn's probe (a
 plain cache read could leave as little as the final token to compute). Models with several KV cache
 groups (sliding-window layers) do not read the cache for probes at all: their hits are not plain prefixes.

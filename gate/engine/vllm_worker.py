@@ -34,14 +34,15 @@ from torch import nn
 from gate.config import FeatureSettings
 from gate.engine.arch import FAMILIES, ArchMap, UnsupportedArchitecture, check_supported
 from gate.engine.capture import Activations, first_tensor
-from gate.engine.features import Features, compute_features
+from gate.engine.features import Features, compute_features, hidden_layer_indices
 from gate.engine.lens import top_tokens
 
 log = logging.getLogger(__name__)
 
 PROBE = "gate_probe"        # SamplingParams.extra_args: the key a probe's features are kept under
 LENS_TOP = "gate_lens_top"  # ... how many lens tokens per layer to report (the probe view), 0: none
-COMPUTE = "gate_compute"    # ... and how many last prompt positions its own forward must compute (K)
+COMPUTE = "gate_compute"    # ... and how many last prompt positions its own forward must compute (K or more)
+SPAN = "gate_span"          # ... and [start, end): its latest user message's tokens, averaged at the message layers
 SIGNALS = ("resid", "resid_mid", "write")
 # Families whose vLLM decoder layers have the layout read here (Gemma 4's PLE and layer scalar are not read).
 VLLM_FAMILIES = {name for name in FAMILIES if not name.startswith("gemma4")}
@@ -96,7 +97,7 @@ def vllm_arch(model: nn.Module, hf_config: Any) -> ArchMap:
 def pack(features: Features, lens: tuple[torch.Tensor, torch.Tensor] | None) -> bytes:
     """One probe's features (and lens top-k) as bytes: small arrays, no pickle."""
     arrays = {"layer": features.layer, "globals": features.globals, "hidden": features.hidden,
-              "top_tokens": features.top_tokens}
+              "top_tokens": features.top_tokens, "message": features.message}
     if lens is not None:
         arrays |= {"lens_ids": lens[0].cpu().numpy(), "lens_p": lens[1].float().cpu().numpy()}
     buf = io.BytesIO()
@@ -107,7 +108,7 @@ def pack(features: Features, lens: tuple[torch.Tensor, torch.Tensor] | None) -> 
 def unpack(blob: bytes) -> tuple[Features, tuple[np.ndarray, np.ndarray] | None]:
     """The inverse of `pack`, in the main process."""
     with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-        features = Features(z["layer"], z["globals"], z["hidden"], z["top_tokens"])
+        features = Features(z["layer"], z["globals"], z["hidden"], z["top_tokens"], z["message"])
         lens = (z["lens_ids"], z["lens_p"]) if "lens_ids" in z.files else None
     return features, lens
 
@@ -119,8 +120,11 @@ class _Reading:
     length: int   # prompt tokens
     width: int    # positions kept: min(K, length)
     lens_top: int
+    span: tuple[int, int]
     acts: dict[str, torch.Tensor] = field(default_factory=dict)  # signal → [L, width, d]
     filled: set[int] = field(default_factory=set)
+    message: torch.Tensor | None = None  # [M, d] float32: sum of the residual over the span's positions read
+    counted: int = 0                     # ... and how many positions that is
 
     @property
     def first(self) -> int:
@@ -157,6 +161,8 @@ class GateWorkerExtension:
         self._gate_rank0 = getattr(self, "rank", 0) == 0
         self._gate_rows: torch.Tensor | None = None
         self._gate_seen: dict[str, list[torch.Tensor]] = {s: [] for s in SIGNALS}
+        self._gate_span_rows: torch.Tensor | None = None  # this step's rows inside a probe's message span
+        self._gate_span_seen: list[torch.Tensor] = []       # ... their residual at each message layer
         self._gate_open: dict[str, _Reading] = {}
         if self._gate_rank0:
             self._gate_pipe = Client(address, family="AF_UNIX", authkey=authkey)
@@ -167,6 +173,8 @@ class GateWorkerExtension:
             layer.register_forward_hook(self._gate_hook("resid", _stream_rows))
             mid.register_forward_hook(self._gate_hook("resid_mid", _mid_rows))
             write.register_forward_hook(self._gate_hook("write", _write_rows))
+        for i in hidden_layer_indices(arch.num_layers, self._gate_settings.message_depths):
+            arch.layers[i].register_forward_hook(self._gate_span_hook)
         forward = runner._model_forward
         runner._model_forward = lambda *args, **kwargs: self._gate_forward(forward, *args, **kwargs)
         return sum(p.numel() * p.element_size() for p in model.parameters())
@@ -180,8 +188,14 @@ class GateWorkerExtension:
                 self._gate_seen[signal].append(pick(out, self._gate_rows))
         return hook
 
-    def _gate_plan(self) -> list[tuple[_Reading, int, int]]:
-        """(reading, flattened row, kept slot) for every probe position this step computes."""
+    def _gate_span_hook(self, module: nn.Module, args: Any, out: Any) -> None:
+        """At a message layer: the residual of this step's rows inside probes' message spans."""
+        if self._gate_span_rows is not None:
+            self._gate_span_seen.append(_stream_rows(out, self._gate_span_rows))
+
+    def _gate_plan(self) -> tuple[list[tuple[_Reading, int, int]], list[tuple[_Reading, int]]]:
+        """(reading, flattened row, kept slot) for every probe position this step computes among the last K,
+        and (reading, flattened row) for every one inside a probe's message span."""
         runner = self.model_runner
         batch = runner.input_batch
         n = batch.num_reqs
@@ -189,7 +203,7 @@ class GateWorkerExtension:
         computed = batch.num_computed_tokens_cpu[:n]
         for req_id in [r for r in self._gate_open if r not in runner.requests]:
             del self._gate_open[req_id]  # aborted mid-prefill
-        plan = []
+        plan, spans = [], []
         for i, req_id in enumerate(batch.req_ids[:n]):
             reading = self._gate_open.get(req_id)
             length = int(batch.num_prompt_tokens[i])
@@ -198,24 +212,41 @@ class GateWorkerExtension:
                 if PROBE not in extra or computed[i] >= length:
                     continue
                 width = min(self._gate_settings.positions, length)
-                reading = self._gate_open[req_id] = _Reading(extra[PROBE], length, width, int(extra.get(LENS_TOP, 0)))
+                span = tuple(extra.get(SPAN, (length - width, length)))
+                reading = self._gate_open[req_id] = _Reading(extra[PROBE], length, width, int(extra.get(LENS_TOP, 0)),
+                                                             span)
             done = int(computed[i])
-            for pos in range(max(reading.first, done), min(length, done + int(starts[i + 1] - starts[i]))):
+            stop = min(length, done + int(starts[i + 1] - starts[i]))
+            for pos in range(max(reading.first, done), stop):
                 plan.append((reading, int(starts[i]) + pos - done, pos - reading.first))
-        return plan
+            spans += [(reading, int(starts[i]) + pos - done) for pos in range(max(reading.span[0], done),
+                                                                            min(reading.span[1], stop))]
+        return plan, spans
 
     def _gate_forward(self, forward: Callable, *args, **kwargs) -> Any:
-        plan = self._gate_plan() if self._gate_rank0 else []
-        if not plan:
+        plan, spans = self._gate_plan() if self._gate_rank0 else ([], [])
+        if not plan and not spans:
             return forward(*args, **kwargs)
-        self._gate_rows = torch.tensor([row for _, row, _ in plan], dtype=torch.long,
-                                       device=self.model_runner.device)
+        device = self.model_runner.device
+        self._gate_rows = torch.tensor([row for _, row, _ in plan], dtype=torch.long, device=device) if plan else None
+        self._gate_span_rows = torch.tensor([row for _, row in spans], dtype=torch.long, device=device) if spans else None
         try:
             out = forward(*args, **kwargs)
-            seen = {s: torch.stack(v, dim=0) for s, v in self._gate_seen.items()}  # [L, rows, d]
+            seen = {s: torch.stack(v, dim=0) for s, v in self._gate_seen.items() if v}  # [L, rows, d]
+            message = torch.stack(self._gate_span_seen, dim=0).float() if self._gate_span_seen else None  # [M, rows, d]
         finally:
-            self._gate_rows = None
+            self._gate_rows = self._gate_span_rows = None
             self._gate_seen = {s: [] for s in SIGNALS}
+            self._gate_span_seen = []
+        if spans:  # each probe's share of the span rows, summed in one scatter
+            slots: dict[int, int] = {}  # id(reading) → its slot (readings hold tensors: not hashable)
+            index = torch.tensor([slots.setdefault(id(reading), len(slots)) for reading, _ in spans],
+                                 device=message.device)
+            owners = list({id(reading): reading for reading, _ in spans}.values())
+            sums = message.new_zeros(len(owners), *message.shape[::2]).index_add_(0, index, message.transpose(0, 1))
+            for reading, total, count in zip(owners, sums, torch.bincount(index, minlength=len(owners)).tolist()):
+                reading.message = total if reading.message is None else reading.message + total
+                reading.counted += count
         for r, (reading, _, slot) in enumerate(plan):
             if not reading.acts:
                 reading.acts = {s: x.new_zeros(x.shape[0], reading.width, x.shape[-1]) for s, x in seen.items()}
@@ -248,7 +279,11 @@ class GateWorkerExtension:
     @torch.inference_mode()
     def _gate_finish(self, r: _Reading) -> bytes:
         """One probe's features (and lens top-k, for the probe view), packed."""
+        resid = r.acts["resid"]
+        message = (r.message / max(r.counted, 1) if r.message is not None else
+                   resid.new_zeros(len(self._gate_settings.message_depths), resid.shape[-1], dtype=torch.float32))
         acts = Activations(**{s: x[None] for s, x in r.acts.items()},
-                           attention_mask=torch.ones(1, r.length, dtype=torch.long, device=self.model_runner.device))
+                           attention_mask=torch.ones(1, r.length, dtype=torch.long, device=self.model_runner.device),
+                           message=message[None].to(resid.dtype))
         lens = top_tokens(self._gate_arch, r.acts["resid"][:, -1], r.lens_top) if r.lens_top else None
         return pack(compute_features(self._gate_arch, acts, self._gate_settings), lens)
