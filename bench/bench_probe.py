@@ -3,7 +3,8 @@
     .venv/bin/python bench/bench_probe.py [--reps 7] [--model qwen2.5-coder-1.5b-instruct] [--dtype bfloat16]
 
 The plain forward is what generation's prefill does anyway (cache on, last-position logits); the
-probe adds hooks, the lens product and the feature arithmetic. Timings interleave the two.
+probe adds hooks, the lens product and the feature arithmetic, and the message read (the residual averaged over
+the user message, where the model has one; "no msg" is the probe without it). Timings interleave the three.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 
 from common import add_model_args, messages_of, settings_from
 from gate.engine.capture import capture
-from gate.engine.features import compute_features
+from gate.engine.features import compute_features, hidden_layer_indices
 from gate.engine.generate import prefill
 from gate.engine.runtime import Engine
 
@@ -40,23 +41,31 @@ def main() -> None:
     def plain(ids, mask):
         prefill(model, ids, mask)
 
-    def probe(ids, mask):
-        compute_features(arch, capture(model, arch, ids, mask, fs.positions), fs)
+    message_layers = hidden_layer_indices(arch.num_layers, fs.message_depths)
+
+    def probe(ids, mask, spans, layers):
+        compute_features(arch, capture(model, arch, ids, mask, fs.positions, layers, spans), fs)
 
     print(f"model {engine.loaded.model_id} on {engine.device} ({engine.loaded.dtype}), "
           f"{torch.get_num_threads()} threads, median of {args.reps}")
-    print(f"{'tokens':>7} {'batch':>6} {'plain ms':>9} {'probe ms':>9} {'ratio':>6}")
+    print(f"{'tokens':>7} {'batch':>6} {'plain ms':>9} {'probe ms':>9} {'ratio':>6} {'no msg ms':>9}")
     for tokens in args.tokens:
         for batch in (1, args.batch):
             questions = [f"Question {i}: what is the capital city of country number {i}?" for i in range(batch)]
-            ids, mask = engine.encode([engine.prompt(messages_of(engine, tokens, q)) for q in questions])
-            plain(ids, mask), probe(ids, mask)  # warm-up
-            a, b = [], []
+            chats = [messages_of(engine, tokens, q) for q in questions]
+            prompts = [engine.prompt(c) for c in chats]
+            spans = [engine.span(p, c) for p, c in zip(prompts, chats)]
+            ids, mask = engine.encode(prompts)
+            runs = {"plain": lambda: plain(ids, mask), "probe": lambda: probe(ids, mask, spans, message_layers),
+                    "no msg": lambda: probe(ids, mask, spans, ())}
+            for run in runs.values():  # warm-up
+                run()
+            times: dict[str, list[float]] = {name: [] for name in runs}
             for _ in range(args.reps):
-                a.append(timed(lambda: plain(ids, mask)))
-                b.append(timed(lambda: probe(ids, mask)))
-            pa, pb = statistics.median(a) * 1e3, statistics.median(b) * 1e3
-            print(f"{ids.shape[1]:>7} {batch:>6} {pa:>9.1f} {pb:>9.1f} {pb / pa:>6.2f}")
+                for name, run in runs.items():
+                    times[name].append(timed(run))
+            pa, pb, pc = (statistics.median(times[name]) * 1e3 for name in runs)
+            print(f"{ids.shape[1]:>7} {batch:>6} {pa:>9.1f} {pb:>9.1f} {pb / pa:>6.2f} {pc:>9.1f}")
 
 
 if __name__ == "__main__":
