@@ -70,7 +70,8 @@ def test_unknown_source_is_named():
 # the evaluation sets' prompts: (turns expected, kinds expected)
 _EVAL_SETS = {"ifeval": ((520, 541), {"writing"}), "arenahard": ((360, 450), {"code", "maths", "writing"}),
               "mtbench": ((50, 60), {"writing", "instruction", "context", "maths", "code", "reading"}),
-              "squad": ((700, 803), {"reading"}), "gsm8k": ((1300, 1319), {"maths"}),
+              "squad": ((700, 803), {"reading"}), "drop": ((250, 400), {"reading"}), "coqa": ((180, 300), {"reading"}),
+              "gsm8k": ((1300, 1319), {"maths"}),
               "tooltalk": ((180, 273), {"userdata"})}
 
 
@@ -119,3 +120,16 @@ def test_eval_set_turns_keep_their_shape():
     opening = next(t for t in tool if t.question.startswith("Hi assistant, I want to make a new account"))
     later = [t for t in tool if t.history[:1] == [{"role": "user", "content": opening.question}]]
     assert [len(t.history) for t in later] == [2, 4]  # its closing "Thanks, that's all for now." is left out
+
+
+def test_coqa_turns_are_conversations_about_a_passage():
+    """CoQA: the passage and the first question open the conversation; a later question comes with the earlier
+    questions and their answers as history, so the latest turn alone ("Did she live alone?") names no passage."""
+    turns = CHAT_LOADERS["coqa"]()
+    later = [t for t in turns if t.history]
+    assert len(later) >= 100 and len(turns) - len(later) >= 40
+    for t in later:
+        assert [m["role"] for m in t.history] == ["user", "assistant"] * (len(t.history) // 2)
+        assert len(t.history[0]["content"]) > 300 > len(t.question)  # the passage is in the first message only
+    drop = CHAT_LOADERS["drop"]()
+    assert len({max(t.question.split("\n\n"), key=len) for t in drop}) == len(drop)  # one question per passage

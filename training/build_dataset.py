@@ -34,7 +34,7 @@ KNOWLEDGE_SOURCES = ("red,simpleqa:600,fanoutqa:300,freshqa,cbtrivia,red~conv:12
                      "simpleqa~conv:40,redfandom:1500")
 CHAT_SOURCES = ("chatterbot,persistbench:120,writingbench:60,humaneval:100,codeio:100,gsm:100,arithmetic:60,"
                 "transform:80,reading:60,context:80,instructions,followup:60,rgmaths,rgtext,rgpuzzle,"
-                "alice:300,agentdojo,tau2,ifeval:150,arenahard:150,mtbench,squad:150,gsm8k:100,tooltalk:150")
+                "alice:300,agentdojo,tau2,ifeval:150,arenahard:150,mtbench,squad:150,gsm8k:100,tooltalk:150,drop:150,coqa:150")
 DEFAULT_SOURCES = f"{KNOWLEDGE_SOURCES},{CHAT_SOURCES}"
 
 

