@@ -53,9 +53,9 @@ class FeatureSettings(_Strict):
     @field_validator("hidden_depths", "message_depths")
     @classmethod
     def _depths(cls, depths: tuple[float, ...] | None, info: ValidationInfo) -> tuple[float, ...] | None:
-        if depths is None and info.field_name == "message_depths":
-            return None
-        if (not depths and info.field_name == "hidden_depths") or not all(0.0 < d <= 1.0 for d in depths):
+        """Fractions of depth; the final-position read needs at least one, the message read may be off (())."""
+        required = info.field_name == "hidden_depths"
+        if depths is not None and ((required and not depths) or not all(0.0 < d <= 1.0 for d in depths)):
             raise ValueError(f"must be fractions of depth in (0, 1], got {depths}")
         return depths
 

@@ -151,13 +151,13 @@ class Gate:
             raise TurnError("seed must be an integer", param="seed")
         normalized = normalize_messages(messages)
         prompt = self.engine.prompt(normalized)
-        ids = self.engine.tokens(prompt)
+        ids, span = self.engine.tokens_and_span(prompt, normalized)
         needed = len(ids) + (self._seed_room(prompt, mode) + gen.max_tokens if budget is None else budget)
         if needed > self.context_window:
             raise PromptTooLong(f"the prompt has {len(ids)} tokens; with the seed and max_tokens="
                                 f"{gen.max_tokens} the turn needs {needed}, beyond the model's context window "
                                 f"of {self.context_window}", param="messages", code="context_length_exceeded")
-        return _Turn(mode, bands, threshold, params, prompt, ids, self.engine.span(prompt, normalized))
+        return _Turn(mode, bands, threshold, params, prompt, ids, span)
 
     def _seed_room(self, prompt: str, mode: Mode) -> int:
         """Tokens the longest seed may add (0 in off mode), so a too-long turn fails before the probe."""

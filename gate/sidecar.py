@@ -50,8 +50,13 @@ def model_signature(engine) -> dict:
             DTYPE_KEY: str(engine.dtype).removeprefix("torch.")}
 
 
+def recorded_dtype(signature: dict) -> str:
+    """The dtype a signature's features were computed in (float32 where it predates the record)."""
+    return signature.get(DTYPE_KEY, _UNRECORDED_DTYPE)
+
+
 def _check_dtype(directory: Path, saved: dict, signature: dict) -> None:
-    trained, served = (sig.get(DTYPE_KEY, _UNRECORDED_DTYPE) for sig in (saved, signature))
+    trained, served = (recorded_dtype(sig) for sig in (saved, signature))
     if trained != served:
         log.warning("sidecar %s was trained on %s features and the engine computes them in %s: P(knows) moves a "
                     "little (measured in data/smollm2-135m-instruct/README.md); set model.dtype: %s to match it",

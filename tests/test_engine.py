@@ -161,7 +161,9 @@ def test_message_span_is_the_latest_user_message(engine):
     prompt = engine.prompt(chat)
     start, end = engine.span(prompt, chat)
     assert engine.tokenizer.decode(engine.tokens(prompt)[start:end]).strip() == chat[-1]["content"]
-    assert message_span(engine.tokenizer, prompt, [{"role": "assistant", "content": "hi"}]) is None
+    ids, (start_again, end_again) = engine.tokens_and_span(prompt, chat)
+    assert ids == engine.tokens(prompt) and (start_again, end_again) == (start, end)
+    assert message_span(prompt, [{"role": "assistant", "content": "hi"}], []) is None
     n = len(engine.tokens(prompt))
     assert engine.span(prompt, [{"role": "user", "content": "not in the prompt"}]) == (n - 4, n)  # its tail
     # The read is the plain average of the model's own hidden states over that span, at the message depth.

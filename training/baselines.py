@@ -30,6 +30,13 @@ class Part:
         return Part([self.rows[i] for i in idx], self.feats[idx], self.y[idx])
 
 
+def without_message(feats: Features, signature: dict) -> tuple[Features, dict]:
+    """The same features with the message read left out, and the signature of a head that reads none: what the
+    evaluations compare the message read against."""
+    plain = Features(feats.layer, feats.globals, feats.hidden, feats.top_tokens, feats.message[:, :0])
+    return plain, {k: v for k, v in signature.items() if k != "message_depths"}
+
+
 def _auroc(y: np.ndarray, s: np.ndarray) -> float:
     return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else 0.5
 

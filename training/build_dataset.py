@@ -92,8 +92,9 @@ def run_chunk(engine, examples: list[Example], batch_size: int, max_new_tokens: 
 def answers_key(meta: dict) -> tuple:
     """What an answer depends on (the model, its dtype, the budget and the prompt's instruction), not the
     feature layout: rows that agree on it keep their answers when only the features are recomputed."""
+    from gate.sidecar import recorded_dtype
     sig = meta.get("signature", {})
-    return sig.get("model_id"), sig.get("dtype", "float32"), meta.get("max_new_tokens"), meta.get("short_instruction")
+    return sig.get("model_id"), recorded_dtype(sig), meta.get("max_new_tokens"), meta.get("short_instruction")
 
 
 def previous_rows(folders: list[Path], meta: dict) -> tuple[dict[str, tuple[dict, object]], dict[str, dict]]:

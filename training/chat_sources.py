@@ -406,7 +406,7 @@ def _olmo_tasks() -> Path:
 
 
 _SQUAD_QUERY = re.compile(r"Title: .*?\nBackground: (?P<passage>.*)\nQuestion: (?P<question>.*)\nAnswer:", re.DOTALL)
-_SQUAD_LEADS = ("{passage}\n\n{question}", "Read this and answer:\n\n{passage}\n\n{question}",
+_PASSAGE_LEADS = ("{passage}\n\n{question}", "Read this and answer:\n\n{passage}\n\n{question}",
                 "{passage}\n\nFrom the passage above: {question}")
 
 
@@ -420,7 +420,7 @@ def squad() -> list[Example]:
             continue
         passages.add(m["passage"])
         passage, question = " ".join(m["passage"].split()), " ".join(m["question"].split())
-        text = _pick(row["doc"]["id"], _SQUAD_LEADS).format(passage=passage, question=question)
+        text = _pick(row["doc"]["id"], _PASSAGE_LEADS).format(passage=passage, question=question)
         if len(text) <= _MAX_CHARS and _english(text):
             out.append(_turn("squad", "reading", text))
     return _unique(out)
@@ -436,7 +436,7 @@ def drop() -> list[Example]:
             continue
         passages.add(doc["passage"])
         passage, question = " ".join(doc["passage"].split()), " ".join(doc["question"].split())
-        text = _pick(doc["query_id"], _SQUAD_LEADS).format(passage=passage, question=question)
+        text = _pick(doc["query_id"], _PASSAGE_LEADS).format(passage=passage, question=question)
         if len(text) <= _MAX_CHARS and _english(text):
             out.append(_turn("drop", "reading", text))
     return _unique(out)

@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from gate.applicability import Applicability
 from gate.engine.features import Features
+from training.baselines import without_message
 from training.metrics import auroc, balanced_weights, ece, mean_over
 from training.splits import by_id, strata_of
 from training.store import dataset_folder, dataset_parser, is_factual, load_dataset
@@ -49,15 +50,14 @@ class TextBaseline:
 
 
 def held_out_predictions(rows: list[dict], feats: Features, y: np.ndarray, signature: dict, seed: int = 0,
-                         C: tuple[float, ...] | None = None) -> dict[str, np.ndarray]:
-    """Out-of-source P(factual) for every row, for the gate's head, the same head without the message read
-    (where the features have one: what that read adds) and the text baseline."""
+                         C: tuple[float, ...] | None = None, ablate: bool = True) -> dict[str, np.ndarray]:
+    """Out-of-source P(factual) for every row, for the gate's head, the text baseline and (with `ablate`, where
+    the features have a message read: what that read adds) the same head without the message read."""
     sources, ids = np.array([r["source"] for r in rows]), [r["id"] for r in rows]
     strata = strata_of(rows, y)
-    plain = Features(feats.layer, feats.globals, feats.hidden, feats.top_tokens, feats.message[:, :0])
     heads = {"applicability": (feats, signature)}
-    if feats.message.shape[1]:
-        heads[NO_MESSAGE] = (plain, {k: v for k, v in signature.items() if k != "message_depths"})
+    if ablate and feats.message.shape[1]:
+        heads[NO_MESSAGE] = without_message(feats, signature)
     out = {name: np.zeros(len(rows)) for name in [*heads, "text_tfidf"]}
     for src in sorted(set(sources)):
         test, rest = np.flatnonzero(sources == src), np.flatnonzero(sources != src)
@@ -136,8 +136,8 @@ def sweep_C(directory: Path, values: list[float], threshold: float = THRESHOLD) 
     lines = ["| C | passed | gated | AUROC |", "|---|---|---|---|"]
     for c in values:
         with threadpool_limits(1):
-            s = summarise(rows, y, held_out_predictions(rows, feats, y, meta["signature"], C=(c,))["applicability"],
-                          threshold)
+            p = held_out_predictions(rows, feats, y, meta["signature"], C=(c,), ablate=False)["applicability"]
+            s = summarise(rows, y, p, threshold)
         lines.append(f"| {c:g} | {s['passed']:.1%} | {s['gated']:.1%} | {s['auroc']:.3f} |")
         print(lines[-1], flush=True)
     return "\n".join(lines) + "\n"

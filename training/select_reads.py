@@ -13,9 +13,8 @@ import json
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from gate.engine.features import Features
 
-from training.baselines import Part, SidecarMethod
+from training.baselines import Part, SidecarMethod, without_message
 from training.metrics import auroc, ece
 from training.splits import by_id, strata_of
 from training.store import dataset_folder, dataset_parser, is_factual, load_dataset
@@ -24,13 +23,6 @@ CANDIDATES = (("hidden", "gru"), ("hidden",), ("layers",), ("gru",), ("layers", 
               ("hidden", "layers", "gru"))
 WITHOUT_MESSAGE = (("hidden",), ("hidden", "layers"))  # also scored with the message read left out
 NO_MESSAGE = " (no message read)"
-
-
-def without_message(data: Part, signature: dict) -> tuple[Part, dict]:
-    """The same rows with the message read dropped, and the signature of a sidecar that reads none."""
-    f = data.feats
-    feats = Features(f.layer, f.globals, f.hidden, f.top_tokens, f.message[:, :0])
-    return Part(data.rows, feats, data.y), {k: v for k, v in signature.items() if k != "message_depths"}
 
 
 def loso_scores(data: Part, reads: tuple[str, ...], signature: dict, min_positives: int, draws: int = 3,
@@ -65,9 +57,10 @@ def main(argv: list[str] | None = None) -> dict:
     keep = np.array([is_factual(r) for r in rows])
     data = Part([r for r, k in zip(rows, keep) if k], feats[keep], np.array([r["label"] for r, k in zip(rows, keep) if k]))
     result = {}
-    plain = without_message(data, meta["signature"]) if data.feats.message.shape[1] else None
     runs = [("+".join(r), r, data, meta["signature"]) for r in CANDIDATES]
-    runs += [("+".join(r) + NO_MESSAGE, r, *plain) for r in WITHOUT_MESSAGE] if plain else []
+    if data.feats.message.shape[1]:
+        feats, signature = without_message(data.feats, meta["signature"])
+        runs += [("+".join(r) + NO_MESSAGE, r, Part(data.rows, feats, data.y), signature) for r in WITHOUT_MESSAGE]
     with threadpool_limits(1):
         for name, reads, part, signature in runs:
             res = loso_scores(part, reads, signature, args.min_positives, args.draws)

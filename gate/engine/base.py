@@ -78,9 +78,15 @@ class TurnEngine(ABC):
         """One text, never padded: a fast tokenizer whose padding state never changes is safe across threads."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def tokens_and_span(self, prompt: str, messages: list[dict]) -> tuple[list[int], Span]:
+        """`tokens(prompt)` and where the latest user message lies in them (the message read averages over it),
+        from one tokenisation."""
+        enc = self.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+        ids = enc["input_ids"]
+        return ids, message_span(prompt, messages, enc["offset_mapping"]) or self.tail_span(len(ids))
+
     def span(self, prompt: str, messages: list[dict]) -> Span:
-        """Where the latest user message lies in this prompt's tokens (the message read averages over it)."""
-        return message_span(self.tokenizer, prompt, messages) or self.tail_span(len(self.tokens(prompt)))
+        return self.tokens_and_span(prompt, messages)[1]
 
     def tail_span(self, n: int) -> Span:
         """The span read when a prompt has no user message of its own: its last `positions` tokens."""

@@ -50,7 +50,7 @@ def span_weights(spans: list[tuple[int, int]], attention_mask: torch.Tensor) -> 
 def hooked(arch: ArchMap, positions: int, message_layers: list[int] = (),
            weights: torch.Tensor | None = None) -> Iterator[dict[str, list[torch.Tensor]]]:
     """Register the capture hooks; always removed on exit, also after an exception. At `message_layers` the
-    residual is also averaged with `weights` [B, T, 1] (span_weights) into store["message"]."""
+    residual is also averaged with `weights` [B, T, 1] (span_weights) into store["message"], if given."""
     store: dict[str, list[torch.Tensor]] = {"resid": [], "resid_mid": [], "write": [], "message": []}
 
     def keep(name: str, x: torch.Tensor) -> None:
@@ -65,7 +65,7 @@ def hooked(arch: ArchMap, positions: int, message_layers: list[int] = (),
             handles.append(layer.register_forward_hook(lambda m, a, out: keep("resid", first_tensor(out))))
             handles.append(mid.register_forward_pre_hook(lambda m, a: keep("resid_mid", a[0])))
             handles.append(write.register_forward_hook(lambda m, a, out: keep("write", first_tensor(out))))
-            if i in message_layers:
+            if weights is not None and i in message_layers:
                 handles.append(layer.register_forward_hook(lambda m, a, out: average(first_tensor(out))))
         yield store
     finally:
@@ -85,7 +85,7 @@ def capture(model: torch.nn.Module, arch: ArchMap, input_ids: torch.Tensor, atte
     row's latest user message (`spans`, in unpadded token indices) averaged at `message_layers`."""
     position_ids = position_ids_for(attention_mask)
     weights = span_weights(spans, attention_mask) if spans and message_layers else None
-    with hooked(arch, positions, message_layers if weights is not None else (), weights) as store:
+    with hooked(arch, positions, message_layers, weights) as store:
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                     use_cache=True, logits_to_keep=positions)
     B, d = input_ids.shape[0], arch.hidden_size

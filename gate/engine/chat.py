@@ -70,14 +70,13 @@ def seed_opening(prompt: str, fmt: ThinkingFormat, seed: str) -> str:
     return seed if opens_thought(prompt, fmt) else fmt.open + fmt.label + seed
 
 
-def message_span(tokenizer: PreTrainedTokenizerBase, prompt: str, messages: list[dict]) -> tuple[int, int] | None:
-    """Token indices [start, end) of the latest user message's text inside the templated `prompt` (tokenised as
-    the engines do: no special tokens added); None when there is no user message or the template rewrote it."""
+def message_span(prompt: str, messages: list[dict], offsets: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """Token indices [start, end) of the latest user message's text inside the templated `prompt`, from the
+    prompt's token character `offsets`; None when there is no user message or the template rewrote it."""
     text = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "").strip()
     at = prompt.rfind(text) if text else -1
     if at < 0:
         return None
-    offsets = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     inside = [i for i, (a, b) in enumerate(offsets) if a < at + len(text) and b > at]
     return (inside[0], inside[-1] + 1) if inside else None
 

@@ -212,9 +212,8 @@ class GateWorkerExtension:
                 if PROBE not in extra or computed[i] >= length:
                     continue
                 width = min(self._gate_settings.positions, length)
-                span = tuple(extra.get(SPAN, (length - width, length)))
                 reading = self._gate_open[req_id] = _Reading(extra[PROBE], length, width, int(extra.get(LENS_TOP, 0)),
-                                                             span)
+                                                             tuple(extra[SPAN]))
             done = int(computed[i])
             stop = min(length, done + int(starts[i + 1] - starts[i]))
             for pos in range(max(reading.first, done), stop):
