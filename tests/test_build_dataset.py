@@ -116,3 +116,14 @@ def test_a_new_feature_layout_reprobes_and_keeps_the_answers(engine, tmp_path, m
     assert all(r["prediction"] == old[r["id"]]["prediction"] and r["label"] == old[r["id"]]["label"] for r in rows)
     with pytest.raises(SystemExit, match="max_new_tokens"):   # an answer-changing setting still refuses the folder
         bd.build(engine, EXAMPLES[:2], tmp_path, **{**ARGS, "max_new_tokens": 5})
+
+
+def test_each_turn_is_probed_once_and_counted_once(engine, monkeypatch):
+    """Knowledge questions are probed (and answered) in their own batches, the rest only probed: no turn twice,
+    and the progress bar's count is the number of turns."""
+    probed: list[int] = []
+    real = engine.probe
+    monkeypatch.setattr(engine, "probe", lambda texts, spans=None: probed.append(len(texts)) or real(texts, spans))
+    progress: list[int] = []
+    rows, _ = bd.run_chunk(engine, EXAMPLES[:2] + context()[:1], 2, 4, progress.append)
+    assert sum(probed) == 3 and sum(progress) == 3 and [r["factual"] for r in rows] == [True, True, False]

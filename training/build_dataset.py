@@ -71,9 +71,9 @@ def run_chunk(engine, examples: list[Example], batch_size: int, max_new_tokens: 
     prompts = [engine.prompt(m) for m in messages]
     preds: dict[int, str] = {i: answered[ex.id]["prediction"] for i, ex in enumerate(examples) if ex.id in answered}
     feats: dict[int, object] = {}
+    to_answer = {i for i, ex in enumerate(examples) if ex.factual and i not in preds}  # fixed before any is answered
     for answer in (True, False):
-        order = sorted((i for i, ex in enumerate(examples) if (ex.factual and i not in preds) == answer),
-                       key=lambda i: len(prompts[i]))
+        order = sorted((i for i in range(len(examples)) if (i in to_answer) == answer), key=lambda i: len(prompts[i]))
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
             probe = engine.probe([prompts[i] for i in idx], [engine.span(prompts[i], messages[i]) for i in idx])
