@@ -1,5 +1,6 @@
 """Transformers vs vLLM engine behind the real server: 1, 8 and 16 concurrent streaming clients, gated
-(`seed` mode: probe, P(knows), seed, generation) and ungated (`off`), one table.
+(`seed` mode on knowledge questions: probe, P(knows), seed, generation), gated turns that pass (`seed` mode on
+requests that are not knowledge questions: probe, P(factual), the plain reply) and ungated (`off`), one table.
 
     .venv/bin/python bench/bench_engines.py [--clients 1 8 16] [--per-client 1] [--tokens 50] [--max-tokens 16]
 
@@ -36,25 +37,34 @@ QUESTIONS = ["What is the capital of Australia?", "Who wrote the novel Moby-Dick
              "In which year did the Second World War end?", "What language is spoken in Brazil?"]
 
 
-def prompts(engine: Engine, count: int, tokens: int) -> list[list[dict]]:
-    """`count` distinct user turns, question first, padded with filler to about `tokens` prompt tokens."""
+KINDS = {"seed": "seed", "pass": "seed", "off": "off"}  # a cell's kind → the mode its requests ask for
+LABELS = {"seed": "gated", "pass": "gated, passed", "off": "ungated"}
+CHAT_ASKS = ["Rewrite this paragraph in plain words:", "Write a short poem inspired by this text:",
+             "Summarise this paragraph in one sentence:", "Translate this paragraph into French:"]
+
+
+def prompts(engine: Engine, count: int, tokens: int, leads: list[str] = QUESTIONS) -> list[list[dict]]:
+    """`count` distinct user turns, lead first (a question, or a request about the filler text that follows),
+    padded with filler to about `tokens` prompt tokens."""
     out = []
     for i in range(count):
-        question = f"Question {i}: {QUESTIONS[i % len(QUESTIONS)]}"
+        lead = f"{'Question' if leads is QUESTIONS else 'Request'} {i}: {leads[i % len(leads)]}"
         words: list[str] = []
-        while len(engine.tokens(engine.prompt([{"role": "user", "content": " ".join([question, *words])}]))) < tokens:
+        while len(engine.tokens(engine.prompt([{"role": "user", "content": " ".join([lead, *words])}]))) < tokens:
             words.append(FILLER.split()[len(words) % len(FILLER.split())])
-        out.append([{"role": "user", "content": " ".join([question, *words])}])
+        out.append([{"role": "user", "content": " ".join([lead, *words])}])
     return out
 
 
-def one(client: openai.OpenAI, model: str, messages: list[dict], mode: str, max_tokens: int) -> tuple[float, int]:
-    """One streamed request: (TTFT s, completion tokens); raises on any failure."""
-    start, first, used = time.perf_counter(), None, None
+def one(client: openai.OpenAI, model: str, messages: list[dict], mode: str, max_tokens: int
+        ) -> tuple[float, int, str | None]:
+    """One streamed request: (TTFT s, completion tokens, the gate's decision); raises on any failure."""
+    start, first, used, decision = time.perf_counter(), None, None, None
     stream = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0,
                                             stream=True, stream_options={"include_usage": True},
                                             extra_body={"gate": {"mode": mode}})
     for chunk in stream:
+        decision = decision or (getattr(chunk, "gate", None) or {}).get("decision")
         delta = chunk.choices[0].delta if chunk.choices else None
         if first is None and delta and (delta.content or getattr(delta, "reasoning_content", None)):
             first = time.perf_counter() - start
@@ -62,31 +72,32 @@ def one(client: openai.OpenAI, model: str, messages: list[dict], mode: str, max_
             used = chunk.usage.completion_tokens
     if first is None or used is None:
         raise RuntimeError("the stream ended without text or usage")
-    return first, used
+    return first, used, decision
 
 
 def cell(client: openai.OpenAI, model: str, turns: list[list[dict]], clients: int, per_client: int, mode: str,
          max_tokens: int) -> dict:
     """`clients` threads, each streaming `per_client` requests back to back."""
-    ttfts, tokens, failed, errors = [], 0, 0, set()
+    ttfts, tokens, failed, errors, passed = [], 0, 0, set(), 0
 
     def worker(c: int) -> None:
-        nonlocal tokens, failed
+        nonlocal tokens, failed, passed
         for r in range(per_client):
             try:
-                first, used = one(client, model, turns[(c * per_client + r) % len(turns)], mode, max_tokens)
+                first, used, decision = one(client, model, turns[(c * per_client + r) % len(turns)], mode, max_tokens)
             except Exception as exc:
                 failed += 1
                 errors.add(f"{type(exc).__name__}: {exc}"[:200])
                 continue
             ttfts.append(first)
             tokens += used
+            passed += decision == "pass"
 
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(worker, range(clients)))
     wall = time.perf_counter() - start
-    return {"requests": len(ttfts), "failed": failed, "errors": errors, "rps": len(ttfts) / wall, "tps": tokens / wall,
+    return {"requests": len(ttfts), "failed": failed, "errors": errors, "passed": passed, "rps": len(ttfts) / wall, "tps": tokens / wall,
             "p50": 1000 * statistics.median(ttfts) if ttfts else float("nan"),
             "p95": 1000 * float(np.percentile(ttfts, 95)) if ttfts else float("nan")}
 
@@ -103,9 +114,12 @@ def main() -> None:
     args = ap.parse_args()
     base = load_settings(args.config)
     base.server.ui, base.server.api_key = False, None
-    cells = [(clients, mode) for clients in args.clients for mode in ("seed", "off")]
+    cells = [(clients, kind) for clients in args.clients for kind in KINDS]
     sent = [clients * args.per_client * (3 if clients == 1 else 1) for clients, _ in cells]
-    turns = prompts(Engine(base), 1 + sum(sent), args.tokens)  # the first one warms the servers up
+    engine = Engine(base)
+    questions = iter(prompts(engine, 1 + sum(n for (_, kind), n in zip(cells, sent) if kind != "pass"), args.tokens))
+    chat = iter(prompts(engine, sum(n for (_, kind), n in zip(cells, sent) if kind == "pass"), args.tokens, CHAT_ASKS))
+    warm = next(questions)
     model = base.server.model_name or base.model.id
     results: dict[tuple[str, str, int], dict] = {}
     with contextlib.ExitStack() as stack:
@@ -116,23 +130,25 @@ def main() -> None:
             url = stack.enter_context(server_process(settings, args.threads, timeout_s=900))
             clients_of[name] = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=1800)
             for mode in ("seed", "off"):
-                one(clients_of[name], model, turns[0], mode, 4)  # warm-up
-        offset = 1
-        for (clients, mode), n in zip(cells, sent):  # gated, ungated
-            mine, offset = turns[offset:offset + n], offset + n
+                one(clients_of[name], model, warm, mode, 4)  # warm-up
+        for (clients, kind), n in zip(cells, sent):
+            mine = [next(chat if kind == "pass" else questions) for _ in range(n)]
             for name, client in clients_of.items():
-                results[name, mode, clients] = r = cell(client, model, mine, clients, n // clients, mode, args.max_tokens)
-                print(f"  {name} {mode} {clients} clients: {r['rps']:.2f} req/s, {r['failed']} failed", flush=True)
+                results[name, kind, clients] = r = cell(client, model, mine, clients, n // clients, KINDS[kind],
+                                                        args.max_tokens)
+                print(f"  {name} {kind} {clients} clients: {r['rps']:.2f} req/s, {r['failed']} failed", flush=True)
     print(f"\nmodel {model}, dtype {base.model.dtype}, ~{args.tokens}-token prompts, max_tokens {args.max_tokens}, "
-          f"greedy; gated = seed mode, ungated = off")
-    print("| engine | gate | clients | requests | failed | req/s | TTFT p50 ms | TTFT p95 ms | tokens/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for (name, mode, clients), r in sorted(results.items(), key=lambda kv: (kv[0][0], kv[0][1] == "off", kv[0][2])):
-        print(f"| {name} | {'gated' if mode == 'seed' else 'ungated'} | {clients} | {r['requests']} | {r['failed']} | "
+          f"greedy; gated = seed mode on questions, pass = seed mode on requests that are not knowledge questions "
+          f"(`passed`: turns the gate passed), ungated = off")
+    print("| engine | gate | clients | requests | failed | passed | req/s | TTFT p50 ms | TTFT p95 ms | tokens/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    order = list(KINDS)
+    for (name, kind, clients), r in sorted(results.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]), kv[0][2])):
+        print(f"| {name} | {LABELS[kind]} | {clients} | {r['requests']} | {r['failed']} | {r['passed']} | "
               f"{r['rps']:.2f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['tps']:.1f} |")
-    for (name, mode, clients), r in results.items():
+    for (name, kind, clients), r in results.items():
         for error in r["errors"]:
-            print(f"failed ({name} {mode} {clients} clients): {error}")
+            print(f"failed ({name} {kind} {clients} clients): {error}")
     if {"transformers", "vllm"} <= set(args.engines):
         for clients in args.clients:
             speedup = results["vllm", "seed", clients]["rps"] / results["transformers", "seed", clients]["rps"]
@@ -140,9 +156,10 @@ def main() -> None:
                   + (" (target ≥ 5× at 8)" if clients == 8 else ""))
     if "vllm" in args.engines:
         for clients in args.clients:
-            ratio = results["vllm", "seed", clients]["p50"] / results["vllm", "off", clients]["p50"]
-            print(f"vLLM TTFT p50 gated / ungated at {clients} clients: {ratio:.2f}×"
-                  + (" (target ≤ 1.2×)" if clients == 1 else ""))
+            for kind in ("seed", "pass"):
+                ratio = results["vllm", kind, clients]["p50"] / results["vllm", "off", clients]["p50"]
+                print(f"vLLM TTFT p50 {LABELS[kind]} / ungated at {clients} clients: {ratio:.2f}×"
+                      + (" (target ≤ 1.2×)" if clients == 1 else ""))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ A turn runs ONE prompt forward: the probe (with hooks) is also the generation's 
 head reads its features as P(factual) — a turn that is not a knowledge question passes untouched — and the
 sidecar turns them into P(knows); the policy picks a band, the seed opens the thought, and decoding
 continues from the probe's KV cache (the seed's tokens are one more forward on that cache; the prompt is
-never run twice; on vLLM the generation request reuses the probe's KV blocks through prefix caching and
-recomputes only the tokens after the last full block). In `off` mode the prompt forward runs without hooks (the baseline). `gate` mode below
+never run twice; on vLLM a turn that passes streams on the probe's own request, and a seeded one's generation
+request reuses the probe's KV blocks through prefix caching and recomputes only the tokens after the last full
+block). In `off` mode the prompt forward runs without hooks (the baseline). `gate` mode below
 the low band returns the configured abstention without generating.
 
 A stream yields GateView (before any generated token), then Delta pieces (the seed first, on the
@@ -33,7 +34,7 @@ from pydantic import ValidationError
 from gate.config import Bands, GenerationSettings, Settings
 from gate.engine.chat import normalize_messages, opens_thought, seed_opening
 from gate.engine.features import Features
-from gate.engine.base import TurnEngine, load_engine
+from gate.engine.base import ReadPrompt, TurnEngine, load_engine
 from gate.engine.generate import SamplingParams
 from gate.engine.reply import ReplySplitter
 from gate.policy import decide, resolve_bands, resolve_threshold, seed_text
@@ -186,9 +187,15 @@ class Gate:
             yield from self._generate(turn)
 
     def _generate(self, turn: _Turn) -> Iterator[TurnEvent]:
-        engine, fmt = self.engine, self.engine.thinking
         start = time.perf_counter()
-        read = engine.read(turn.ids, probe=turn.mode != "off", span=turn.span)
+        read = self.engine.read(turn.ids, probe=turn.mode != "off", span=turn.span, params=turn.params)
+        try:
+            yield from self._reply(turn, read, start)
+        finally:
+            read.close()
+
+    def _reply(self, turn: _Turn, read: ReadPrompt, start: float) -> Iterator[TurnEvent]:
+        engine, fmt = self.engine, self.engine.thinking
         view = self._view(turn, read.features, start)
         yield view
         prompt_tokens = len(turn.ids)

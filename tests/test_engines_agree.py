@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import VLLM_TEST_ARGS
+from gate.engine.generate import SamplingParams
 from gate.sidecar import load_for
 
 PROMPTS = [
@@ -92,3 +93,20 @@ def test_probe_view_lens_agrees(engine, vllm_engine):
     assert [[t for t, _ in layer] for layer in mine[-3:]] == [[t for t, _ in layer] for layer in want[-3:]]
     np.testing.assert_allclose([[p for _, p in layer] for layer in mine], [[p for _, p in layer] for layer in want],
                                atol=1e-3)
+
+
+def test_a_passing_turn_continues_its_probe(engine, vllm_engine, reference):
+    """Given the turn's sampling, the probe is the plain reply's own request: the same features, and
+    `tokens([])` streams that request's tokens, the ones a plain request gives; a seeded turn aborts it and
+    sends prompt + seed."""
+    params = SamplingParams(max_tokens=8)
+    read = vllm_engine.read(**_read(engine, PROMPTS[0]), probe=True, params=params)
+    _assert_agree(read.features, reference[0])
+    plain = read.plain[0]
+    got = list(read.tokens([], params))
+    assert got == list(vllm_engine.read(_read(engine, PROMPTS[0])["ids"], probe=False).tokens([], params))
+    assert len(got) == 8 and plain.task.done() and read.plain is None
+    seeded = vllm_engine.read(**_read(engine, PROMPTS[1]), probe=True, params=params)
+    dropped = seeded.plain[0]
+    assert list(seeded.tokens(engine.tokens("I am sure of this.\n"), params))
+    assert dropped.task.cancelled()

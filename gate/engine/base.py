@@ -2,8 +2,9 @@
 
 A turn asks its engine to read the prompt (with the gate's hooks, or plainly in `off` mode) and then to
 continue it after the seed. Two implementations: `runtime.Engine` (transformers: hooks + DynamicCache, one
-turn at a time) and `vllm_engine.VllmEngine` (hooks inside vLLM's worker during vLLM's own prefill; the
-seeded generation reuses the prompt's KV through prefix caching; many turns at once).
+turn at a time) and `vllm_engine.VllmEngine` (hooks inside vLLM's worker during vLLM's own prefill; the probe
+request is already the plain reply, which a passing turn streams on; the seeded generation reuses the prompt's
+KV through prefix caching; many turns at once).
 """
 from __future__ import annotations
 
@@ -52,6 +53,10 @@ class ReadPrompt(ABC):
     def tokens(self, extra_ids: list[int], params: SamplingParams) -> Iterator[int]:
         """Append `extra_ids` (the seed) and yield generated token ids; closing the iterator stops at once."""
 
+    def close(self) -> None:
+        """Drop what the read started and the turn did not take (vLLM: a plain continuation, for a seeded or
+        abstained turn)."""
+
 
 class TurnEngine(ABC):
     """A loaded model that reads prompts and continues them; subclasses set the attributes in __init__."""
@@ -93,9 +98,12 @@ class TurnEngine(ABC):
         return max(0, n - self.features.positions), n
 
     @abstractmethod
-    def read(self, ids: list[int], probe: bool, lens_top: int = 0, span: Span | None = None) -> ReadPrompt:
+    def read(self, ids: list[int], probe: bool, lens_top: int = 0, span: Span | None = None,
+             params: SamplingParams | None = None) -> ReadPrompt:
         """Read a prompt: with `probe`, its features (and the lens's top `lens_top` tokens per layer); `span`
-        is its latest user message (`span()`; None: the prompt's tail)."""
+        is its latest user message (`span()`; None: the prompt's tail). `params`: the turn's sampling when it
+        will generate, so an engine may start the plain reply during the probe (`tokens([], params)` takes it:
+        a turn that passes then gets its first token as soon as its decision is made)."""
 
     @abstractmethod
     def weight_bytes(self) -> int:

@@ -82,7 +82,9 @@ class Engine(TurnEngine):
         return self.probe(prompts, [self.span(p, c) for p, c in zip(prompts, conversations)])
 
     @torch.inference_mode()
-    def read(self, ids: list[int], probe: bool, lens_top: int = 0, span: Span | None = None) -> ReadPrompt:
+    def read(self, ids: list[int], probe: bool, lens_top: int = 0, span: Span | None = None,
+             params: SamplingParams | None = None) -> ReadPrompt:
+        """The probe is the prefill: any continuation starts from its cache, so `params` is not needed here."""
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
         mask = torch.ones_like(input_ids)
         if not probe:

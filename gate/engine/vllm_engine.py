@@ -1,13 +1,15 @@
 """The vLLM engine: many turns at once, the gate read inside vLLM's own prefill.
 
-A gated turn is two vLLM requests. The probe (the prompt, one token; it reads the prefix cache only up to
-its last K positions and the latest user message, which its own forward must compute: vllm_scheduler.py) runs through vLLM's
-scheduler with continuous batching;
-the worker extension (vllm_worker.py) reads the probe's internals during that prefill, computes its
-features off the forward's critical path and pushes them as small arrays through a pipe (an authenticated
-Unix socket) that a reader thread here hands to the waiting probe. Then the generation request —
-prompt + seed — reuses the prompt's KV blocks through prefix caching (only the tail after the last full
-block and the seed are computed) and streams tokens. In `off` mode there is no probe: one plain request.
+The probe is a vLLM request for the prompt that reads the prefix cache only up to its last K positions and the
+latest user message, which its own forward must compute (vllm_scheduler.py); it runs through vLLM's scheduler
+with continuous batching. The worker extension (vllm_worker.py) reads the probe's internals during that
+prefill, computes its features off the forward's critical path and pushes them as small arrays through a pipe
+(an authenticated Unix socket) that a reader thread here hands to the waiting turn. A turn that will generate
+sends its own sampling with the probe, so the probe request is the plain reply: while the turn decides, it
+goes on decoding, and a turn that passes (no seed) streams it on — one request, one prefill, as in `off` mode.
+Any other turn aborts it (a token or two decoded in vain) and sends the generation request, prompt + seed,
+which reuses the prompt's KV blocks through prefix caching (only the tail after the last full block and the
+seed are computed). In `off` mode there is no probe: one plain request.
 
 vLLM's async engine (AsyncLLM) lives on its own event loop in a background thread; a turn calls it from
 its worker thread and blocks on the result, so the pipeline stays the same for both engines and turns
@@ -46,14 +48,47 @@ _END = object()  # end of a token stream
 _FEATURES_WAIT_S = 300.0
 
 
-class _Read(ReadPrompt):
-    """A prompt read by a probe (or not at all, in `off` mode); its generation request comes later."""
+class _Stream:
+    """One generation request running on the engine's loop; its token ids arrive in `out` (then _END)."""
 
-    def __init__(self, engine: "VllmEngine", ids: list[int], features: Features | None, lens: LensTop | None):
-        self.engine, self.ids, self.features, self.lens = engine, ids, features, lens
+    def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Future, out: queue.SimpleQueue):
+        self.loop, self.task, self.out = loop, task, out
+
+    def __iter__(self) -> Iterator[int]:
+        """Generated ids as they come; closing the iterator aborts the request in vLLM."""
+        try:
+            while (item := self.out.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield from item
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        self.loop.call_soon_threadsafe(self.task.cancel)
+
+
+class _Read(ReadPrompt):
+    """A prompt read by a probe (or not at all, in `off` mode). A probe that knew the turn's sampling is
+    already generating the plain reply (`plain`): a turn that passes takes it, any other turn drops it and
+    sends prompt + seed."""
+
+    def __init__(self, engine: "VllmEngine", ids: list[int], features: Features | None, lens: LensTop | None,
+                 plain: tuple[_Stream, SamplingParams] | None = None):
+        self.engine, self.ids, self.features, self.lens, self.plain = engine, ids, features, lens, plain
 
     def tokens(self, extra_ids: list[int], params: SamplingParams) -> Iterator[int]:
+        plain, self.plain = self.plain, None
+        if plain is not None and not extra_ids and plain[1] == params:
+            return iter(plain[0])
+        if plain is not None:
+            plain[0].cancel()
         return self.engine.stream(self.ids + extra_ids, params)
+
+    def close(self) -> None:
+        if self.plain is not None:
+            self.plain[0].cancel()
+            self.plain = None
 
 
 class VllmEngine(TurnEngine):
@@ -124,23 +159,19 @@ class VllmEngine(TurnEngine):
 
     # ---- the interface --------------------------------------------------------------------------------
 
-    def read(self, ids: list[int], probe: bool, lens_top: int = 0, span: Span | None = None) -> ReadPrompt:
+    def read(self, ids: list[int], probe: bool, lens_top: int = 0, span: Span | None = None,
+             params: SamplingParams | None = None) -> ReadPrompt:
         if not probe:
             return _Read(self, ids, None, None)
-        features, lens = self._call(self._probe(ids, lens_top, span or self.tail_span(len(ids))))
-        return _Read(self, ids, features, None if lens is None else as_lens_top(*lens))
+        out = None if params is None else queue.SimpleQueue()
+        features, lens, task = self._call(self._probe(ids, lens_top, span or self.tail_span(len(ids)), params, out))
+        plain = None if task is None else (_Stream(self._loop, task, out), params)
+        return _Read(self, ids, features, None if lens is None else as_lens_top(*lens), plain)
 
     def stream(self, ids: list[int], params: SamplingParams) -> Iterator[int]:
         """Generated ids of one request, as they come; closing the iterator aborts the request in vLLM."""
         out: queue.SimpleQueue = queue.SimpleQueue()
-        running = asyncio.run_coroutine_threadsafe(self._generate(ids, params, out), self._loop)
-        try:
-            while (item := out.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield from item
-        finally:
-            running.cancel()
+        return iter(_Stream(self._loop, self._call(self._start(ids, self._sampling(params), out)), out))
 
     def weight_bytes(self) -> int:
         return self._weights
@@ -153,43 +184,67 @@ class VllmEngine(TurnEngine):
 
     # ---- on the engine's loop -------------------------------------------------------------------------
 
-    async def _probe(self, ids: list[int], lens_top: int, span: Span) -> tuple[Features, Any]:
-        """The prompt's prefill with the gate's hooks (one token), then its features. Its own forward computes
-        the last K positions and the latest user message (`span`), the rest may come from the prefix cache."""
-        from vllm import SamplingParams as VllmParams, TokensPrompt
+    async def _probe(self, ids: list[int], lens_top: int, span: Span, params: SamplingParams | None,
+                     out: queue.SimpleQueue | None) -> tuple[Features, Any, asyncio.Task | None]:
+        """The prompt's prefill with the gate's hooks, then its features. Its own forward computes the last K
+        positions and the latest user message (`span`), the rest may come from the prefix cache. Without
+        `params` the probe is one greedy token (the probe view); with them it is the turn's plain reply, whose
+        tokens go on to `out` while the turn decides (the running task is returned with the features)."""
+        from vllm import SamplingParams as VllmParams
         key = uuid.uuid4().hex
         compute = max(self.features.positions, len(ids) - span[0])
-        params = VllmParams(max_tokens=1, temperature=0.0, detokenize=False,
-                            skip_reading_prefix_cache=self._probe_skips_cache,
-                            extra_args={PROBE: key, LENS_TOP: lens_top, COMPUTE: compute, SPAN: list(span)})
+        extra = dict(extra_args={PROBE: key, LENS_TOP: lens_top, COMPUTE: compute, SPAN: list(span)},
+                     skip_reading_prefix_cache=self._probe_skips_cache)
+        sampling = (VllmParams(max_tokens=1, temperature=0.0, detokenize=False, **extra) if params is None
+                    else self._sampling(params, **extra))
         features = self._waiting[key] = asyncio.get_running_loop().create_future()
+        task = await self._start(ids, sampling, out or queue.SimpleQueue(), f"probe-{key}")
         try:
-            async for _ in self._llm.generate(TokensPrompt(prompt_token_ids=ids), params, request_id=f"probe-{key}"):
-                pass
+            done, _ = await asyncio.wait({features, task}, timeout=_FEATURES_WAIT_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if task in done and task.result() is not None:
+                raise task.result()  # the request failed before its features came
             blob = await asyncio.wait_for(features, _FEATURES_WAIT_S)
         except TimeoutError:
+            task.cancel()
             raise RuntimeError("vLLM ran the probe but the gate's hooks kept no reading of it") from None
+        except BaseException:
+            task.cancel()
+            raise
         finally:
             self._waiting.pop(key, None)
         if not blob:
+            task.cancel()
             raise RuntimeError("the gate's features failed in vLLM's worker (its log says why)")
-        return unpack(blob)
+        return (*unpack(blob), None if params is None else task)
 
-    async def _generate(self, ids: list[int], params: SamplingParams, out: queue.SimpleQueue) -> None:
-        """One generation request; its new token ids go to `out` as they come, then _END (or the error)."""
-        from vllm import SamplingParams as VllmParams, TokensPrompt
+    def _sampling(self, params: SamplingParams, **extra) -> Any:
+        """vLLM's sampling for a turn's reply: new token ids only, as they come."""
+        from vllm import SamplingParams as VllmParams
         from vllm.sampling_params import RequestOutputKind
-        sampling = VllmParams(max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
-                              seed=params.seed, stop_token_ids=self.eos_ids, detokenize=False,
-                              output_kind=RequestOutputKind.DELTA)
+        return VllmParams(max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
+                          seed=params.seed, stop_token_ids=self.eos_ids, detokenize=False,
+                          output_kind=RequestOutputKind.DELTA, **extra)
+
+    async def _start(self, ids: list[int], sampling: Any, out: queue.SimpleQueue, request_id: str | None = None
+                     ) -> asyncio.Task:
+        """Start one request on this loop; its new token ids go to `out` as they come, then _END."""
+        return asyncio.ensure_future(self._generate(ids, sampling, out, request_id or f"turn-{uuid.uuid4().hex}"))
+
+    async def _generate(self, ids: list[int], sampling: Any, out: queue.SimpleQueue,
+                        request_id: str) -> BaseException | None:
+        """One request's new token ids to `out`, then _END; an error goes there too (the turn's thread raises
+        it) and is returned (a probe waiting for its features raises it at once)."""
+        from vllm import TokensPrompt
         try:
-            async for chunk in self._llm.generate(TokensPrompt(prompt_token_ids=ids), sampling,
-                                                  request_id=f"turn-{uuid.uuid4().hex}"):
+            async for chunk in self._llm.generate(TokensPrompt(prompt_token_ids=ids), sampling, request_id=request_id):
                 out.put(list(chunk.outputs[0].token_ids))
-        except Exception as exc:  # handed to the turn's thread, which raises it there
+        except Exception as exc:
             out.put(exc)
+            return exc
         finally:
             out.put(_END)
+        return None
 
     async def _shutdown(self) -> None:
         self._llm.shutdown()
