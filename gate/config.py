@@ -89,10 +89,15 @@ class Seeds(_Strict):
         return self
 
 
+# Chosen on both shipped models' leave-one-source-out results (data/<model>/applicability.md): where the shares
+# of held-out chat turns passed and knowledge questions gated balance (0.5 gated more than it passed on both).
+FACTUAL_THRESHOLD = 0.6
+
+
 class PolicySettings(_Strict):
     bands: Bands = Bands()
     mode: Literal["off", "seed", "gate"] = "seed"
-    factual_threshold: float = Field(0.5, ge=0.0, le=1.0, description="a turn whose P(factual) — the chance that "
+    factual_threshold: float = Field(FACTUAL_THRESHOLD, ge=0.0, le=1.0, description="a turn whose P(factual) — the chance that "
                                      "answering it needs the model's stored knowledge of facts — is below this "
                                      "passes the gate: no seed, no abstention, plain generation")
     seeds: Seeds = Seeds()

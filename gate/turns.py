@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gate.config import FACTUAL_THRESHOLD
+
 Mode = Literal["off", "seed", "gate"]
 Decision = Literal["answer", "hedge", "abstain", "pass"]  # pass: not a knowledge question, generated plainly
 Channel = Literal["reasoning", "content"]
@@ -45,7 +47,7 @@ class GateView:
     probe_ms: float
     note: str | None = None        # why there is no gate reading in a gated mode (e.g. no sidecar for the model)
     p_factual: float | None = None  # P(answering needs stored knowledge of facts); None without an applicability head
-    factual_threshold: float = 0.5  # below it the decision is "pass"
+    factual_threshold: float = FACTUAL_THRESHOLD  # below it the decision is "pass"
 
 
 @dataclass

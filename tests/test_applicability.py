@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from gate.applicability import Applicability, load_for
+from gate.config import FACTUAL_THRESHOLD
 from gate.sidecar import SidecarMismatch, sidecar_dir
 from tests.test_sidecar import SIG, synthetic
 
@@ -56,5 +57,5 @@ def test_shipped_head_on_the_real_model(engine):
     for factual, conversations in TURNS.items():   # the whole conversation is read; the latest turn decides
         probe = engine.probe_chats(conversations)
         p = head.predict_proba(probe.features)
-        assert ((p >= 0.5) == factual).all(), (factual, [(c[-1]["content"], round(float(q), 3))
+        assert ((p >= FACTUAL_THRESHOLD) == factual).all(), (factual, [(c[-1]["content"], round(float(q), 3))
                                                          for c, q in zip(conversations, p)])

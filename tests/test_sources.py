@@ -157,3 +157,12 @@ def test_coqa_turns_are_conversations_about_a_passage():
         assert len(t.history[0]["content"]) > 300 > len(t.question)  # the passage is in the first message only
     drop = CHAT_LOADERS["drop"]()
     assert len({max(t.question.split("\n\n"), key=len) for t in drop}) == len(drop)  # one question per passage
+
+
+def test_a_dataset_built_before_the_slogans_were_asked_still_loads():
+    """The Qwen dataset holds Red's slogans bare (built before they were asked as questions): they still get
+    their text back by id."""
+    from training.store import data_dir, load_examples as load_shipped
+    rows = load_shipped(data_dir("qwen2.5-coder-1.5b-instruct") / "examples.jsonl")
+    bare = [r for r in rows if r["category"] == "slogans"]
+    assert bare and not any(r["question"].startswith("Whose slogan") for r in bare)

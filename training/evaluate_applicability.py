@@ -19,13 +19,13 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from gate.applicability import Applicability
+from gate.config import FACTUAL_THRESHOLD
 from gate.engine.features import Features
 from training.baselines import without_message
 from training.metrics import auroc, balanced_weights, ece, mean_over
 from training.splits import by_id, strata_of
 from training.store import dataset_folder, dataset_parser, is_factual, load_dataset
 
-THRESHOLD = 0.5
 NO_MESSAGE = "without_message_read"
 # Sources whose text may be quoted in shipped files (BSD / MIT / Apache-2.0 or written here); others by id only.
 QUOTABLE = {"chatterbot", "cbtrivia", "humaneval", "codeio", "gsm", "arithmetic", "transform", "reading", "context",
@@ -129,7 +129,7 @@ def table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sweep_C(directory: Path, values: list[float], threshold: float = THRESHOLD) -> str:
+def sweep_C(directory: Path, values: list[float], threshold: float = FACTUAL_THRESHOLD) -> str:
     """Leave-one-source-out shares and AUROC at each regularisation strength: how the default C was chosen."""
     rows, feats, meta = load_dataset(directory)
     y = np.array([int(is_factual(r)) for r in rows])
@@ -143,7 +143,7 @@ def sweep_C(directory: Path, values: list[float], threshold: float = THRESHOLD) 
     return "\n".join(lines) + "\n"
 
 
-def evaluate(directory: Path, out: Path, limit: int | None = None, threshold: float = THRESHOLD,
+def evaluate(directory: Path, out: Path, limit: int | None = None, threshold: float = FACTUAL_THRESHOLD,
              draws: int = 3) -> dict:
     """Every share and score is the mean over `draws` leave-one-source-out runs, each fit with another inner
     validation part (where the Platt calibration, hence the threshold's place, is fitted); `passed_sd` /
@@ -169,7 +169,7 @@ def evaluate(directory: Path, out: Path, limit: int | None = None, threshold: fl
 def main(argv: list[str] | None = None) -> dict:
     ap = dataset_parser("python -m training.evaluate_applicability", __doc__)
     ap.add_argument("--out", type=Path, help="where the results go (default: the dataset folder)")
-    ap.add_argument("--threshold", type=float, default=THRESHOLD, help="P(factual) below it passes (default: %(default)s)")
+    ap.add_argument("--threshold", type=float, default=FACTUAL_THRESHOLD, help="P(factual) below it passes (default: %(default)s)")
     ap.add_argument("--limit", type=int, help="use only the first N rows (smoke tests only)")
     ap.add_argument("--draws", type=int, default=3, help="runs, each with another inner validation part (default: %(default)s)")
     ap.add_argument("--C", type=float, nargs="+", help="instead: sweep these regularisation strengths (writes "

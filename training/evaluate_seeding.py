@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from training.build_dataset import messages_of
-from gate.config import Bands
+from gate.config import FACTUAL_THRESHOLD, Bands
 from gate.models import known
 from gate.normalize import matches
 from gate.policy.bands import decide
@@ -163,7 +163,8 @@ def _score(reply: str, golds: tuple[str, ...], abstention: str) -> str:
     return score(reply, list(golds), abstention)
 
 
-def summarise(results: list[dict], abstention: str, bands: Bands, threshold: float = 0.5, seed: int = 0) -> dict:
+def summarise(results: list[dict], abstention: str, bands: Bands, threshold: float = FACTUAL_THRESHOLD,
+              seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     scored = outcomes(results, abstention, bands, threshold)
     base_correct = [o == "correct" for o in scored["off"][0]]

@@ -11,6 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from gate.adapters.evaluation import OUTCOMES, BandSweep, yaml_lines
+from gate.config import FACTUAL_THRESHOLD
 from gate.engine.features import LAYER_FEATURES
 from gate.turns import Decision
 
@@ -119,7 +120,7 @@ def forming_rows(lens: Sequence[Sequence[tuple[str, float]]], band: slice) -> li
 
 
 def verdict_html(p_knows: float | None, decision: Decision | None, extra: Sequence[str] = (),
-                 note: str | None = None, p_factual: float | None = None, factual_threshold: float = 0.5) -> str:
+                 note: str | None = None, p_factual: float | None = None, factual_threshold: float = FACTUAL_THRESHOLD) -> str:
     """A coloured badge with the probabilities and decision, in plain text the browser test can read."""
     factual = "" if p_factual is None else f"P(factual) = <b>{p_factual:.1%}</b> · "
     if p_knows is None or decision is None:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_serializer
 
+from gate.config import FACTUAL_THRESHOLD
 from gate.turns import Decision, GateView, Mode, TurnResult
 
 
@@ -20,7 +21,7 @@ class GateInfo(BaseModel):
     decision: Decision | None
     mode: Mode
     bands: tuple[float, float]
-    factual_threshold: float = 0.5
+    factual_threshold: float = FACTUAL_THRESHOLD
     seed: str | None
     abstained: bool = False
     probe_ms: float

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from gate.config import Bands
+from gate.config import FACTUAL_THRESHOLD, Bands
 from gate.turns import Decision, TurnError
 
 
@@ -28,7 +28,8 @@ def resolve_threshold(configured: float, override: float | None) -> float:
     return float(override)
 
 
-def decide(p: float, bands: Bands, p_factual: float | None = None, factual_threshold: float = 0.5) -> Decision:
+def decide(p: float, bands: Bands, p_factual: float | None = None,
+           factual_threshold: float = FACTUAL_THRESHOLD) -> Decision:
     """Not a knowledge question (p_factual < threshold) → pass; else p < low → abstain · p < high → hedge ·
     else answer (a p exactly on an edge goes up)."""
     if p_factual is not None and p_factual < factual_threshold:
