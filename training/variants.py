@@ -7,7 +7,8 @@ it out with its base), and its id is `<base id>~<variant>` (so shipped rows get 
 - `prev`: the question after another question of the same category and its gold answer.
 - `and`: a capitals follow-up, "And <place>?", after a question about another capital.
 - `about`: the same kind of short follow-up ("And <x>?", "What about <x>?") on every Red list asked from a
-  template — world and US state capitals, state abbreviations, element symbols — after another item of the list.
+  template — world and US state capitals, state abbreviations, element symbols — after another item of the list,
+  and on other sources' questions about one attribute of one thing, after another question on that attribute.
 """
 from __future__ import annotations
 
@@ -68,13 +69,26 @@ _ITEM = re.compile(r'^What is the (?:capital (?:city )?of|USA state capital of|a
 _FOLLOWUPS = ("And {x}?", "What about {x}?", "And for {x}?", "How about {x}?")
 
 
+# Elsewhere, a question about one attribute of one thing ("What is the population of France?"): followed up about
+# another thing, after a question on the same attribute.
+_ATTRIBUTE = re.compile(r"^(?:What|Who|Which|When|Where|How many) (?:is|was|are|were) the (?P<attr>[\w' -]+?) "
+                        r"(?:of|for|in) (?P<item>[^?]{2,60})\?$")
+
+
+def _frame(ex: Example) -> tuple[str, re.Match] | None:
+    """What a follow-up may keep from this question (Red: its list; other sources: the attribute), and its item."""
+    pattern = _ITEM if ex.source == "red" else _ATTRIBUTE
+    match = pattern.match(ex.question)
+    return None if match is None else (ex.category if ex.source == "red" else match["attr"].lower(), match)
+
+
 def about(ex: Example, pool: list[Example]) -> Example | None:
-    match = _ITEM.match(ex.question)
-    others = [o for o in pool if o.category == ex.category and o.id != ex.id and _ITEM.match(o.question)]
-    if not match or not others:
+    frame = _frame(ex)
+    others = [o for o in pool if o.id != ex.id and (f := _frame(o)) is not None and f[0] == frame[0]] if frame else []
+    if not others:
         return None
     other = others[_h(ex.id + "~about", len(others))]  # another partner than `and` draws for the same question
-    ask = _FOLLOWUPS[_h(ex.id, len(_FOLLOWUPS))].format(x=match["item"])
+    ask = _FOLLOWUPS[_h(ex.id, len(_FOLLOWUPS))].format(x=frame[1]["item"])
     return _with(ex, "about", ask, [{"role": "user", "content": other.question},
                                     {"role": "assistant", "content": f"{other.golds[0]}."}])
 
