@@ -43,12 +43,13 @@ CHAT_ASKS = ["Rewrite this paragraph in plain words:", "Write a short poem inspi
              "Summarise this paragraph in one sentence:", "Translate this paragraph into French:"]
 
 
-def prompts(engine: Engine, count: int, tokens: int, leads: list[str] = QUESTIONS) -> list[list[dict]]:
+def prompts(engine: Engine, count: int, tokens: int, leads: list[str] = QUESTIONS, label: str = "Question"
+            ) -> list[list[dict]]:
     """`count` distinct user turns, lead first (a question, or a request about the filler text that follows),
     padded with filler to about `tokens` prompt tokens."""
     out = []
     for i in range(count):
-        lead = f"{'Question' if leads is QUESTIONS else 'Request'} {i}: {leads[i % len(leads)]}"
+        lead = f"{label} {i}: {leads[i % len(leads)]}"
         words: list[str] = []
         while len(engine.tokens(engine.prompt([{"role": "user", "content": " ".join([lead, *words])}]))) < tokens:
             words.append(FILLER.split()[len(words) % len(FILLER.split())])
@@ -118,7 +119,8 @@ def main() -> None:
     sent = [clients * args.per_client * (3 if clients == 1 else 1) for clients, _ in cells]
     engine = Engine(base)
     questions = iter(prompts(engine, 1 + sum(n for (_, kind), n in zip(cells, sent) if kind != "pass"), args.tokens))
-    chat = iter(prompts(engine, sum(n for (_, kind), n in zip(cells, sent) if kind == "pass"), args.tokens, CHAT_ASKS))
+    chat = iter(prompts(engine, sum(n for (_, kind), n in zip(cells, sent) if kind == "pass"), args.tokens, CHAT_ASKS,
+                        "Request"))
     warm = next(questions)
     model = base.server.model_name or base.model.id
     results: dict[tuple[str, str, int], dict] = {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import cache
 from typing import Callable
 
 import yaml
@@ -34,6 +35,12 @@ def _with(ex: Example, variant: str, question: str, history: list[dict] | None =
     return Example(f"{ex.id}~{variant}", ex.source, ex.category, question, ex.golds, history or [], True)
 
 
+def _after(ex: Example, variant: str, question: str, other: Example) -> Example:
+    """`question` asked after `other` and its gold answer."""
+    return _with(ex, variant, question, [{"role": "user", "content": other.question},
+                                         {"role": "assistant", "content": f"{other.golds[0]}."}])
+
+
 def conv(ex: Example, pool: list[Example]) -> Example | None:
     return _with(ex, "conv", _WRAPPERS[_h(ex.id, len(_WRAPPERS))].format(q=ex.question))
 
@@ -49,8 +56,7 @@ def prev(ex: Example, pool: list[Example]) -> Example | None:
     if not same:
         return None
     other = same[_h(ex.id, len(same))]
-    return _with(ex, "prev", ex.question, [{"role": "user", "content": other.question},
-                                           {"role": "assistant", "content": f"{other.golds[0]}."}])
+    return _after(ex, "prev", ex.question, other)
 
 
 def and_(ex: Example, pool: list[Example]) -> Example | None:
@@ -59,8 +65,7 @@ def and_(ex: Example, pool: list[Example]) -> Example | None:
     if not match or not others:
         return None
     other = others[_h(ex.id, len(others))]
-    return _with(ex, "and", f"And {match['place']}?", [{"role": "user", "content": other.question},
-                                                        {"role": "assistant", "content": f"{other.golds[0]}."}])
+    return _after(ex, "and", f"And {match['place']}?", other)
 
 
 # Red's templated lists: the item a question asks about (a follow-up names only the item).
@@ -75,11 +80,15 @@ _ATTRIBUTE = re.compile(r"^(?:What|Who|Which|When|Where|How many) (?:is|was|are|
                         r"(?:of|for|in) (?P<item>[^?]{2,60})\?$")
 
 
-def _frame(ex: Example) -> tuple[str, re.Match] | None:
+def _frame(ex: Example) -> tuple[str, str] | None:
     """What a follow-up may keep from this question (Red: its list; other sources: the attribute), and its item."""
-    pattern = _ITEM if ex.source == "red" else _ATTRIBUTE
-    match = pattern.match(ex.question)
-    return None if match is None else (ex.category if ex.source == "red" else match["attr"].lower(), match)
+    return _frame_of(ex.source, ex.category, ex.question)
+
+
+@cache
+def _frame_of(source: str, category: str, question: str) -> tuple[str, str] | None:
+    match = (_ITEM if source == "red" else _ATTRIBUTE).match(question)
+    return None if match is None else (category if source == "red" else match["attr"].lower(), match["item"])
 
 
 def about(ex: Example, pool: list[Example]) -> Example | None:
@@ -88,9 +97,8 @@ def about(ex: Example, pool: list[Example]) -> Example | None:
     if not others:
         return None
     other = others[_h(ex.id + "~about", len(others))]  # another partner than `and` draws for the same question
-    ask = _FOLLOWUPS[_h(ex.id, len(_FOLLOWUPS))].format(x=frame[1]["item"])
-    return _with(ex, "about", ask, [{"role": "user", "content": other.question},
-                                    {"role": "assistant", "content": f"{other.golds[0]}."}])
+    ask = _FOLLOWUPS[_h(ex.id, len(_FOLLOWUPS))].format(x=frame[1])
+    return _after(ex, "about", ask, other)
 
 
 _GREETINGS: list[tuple[str, str]] = []

@@ -78,11 +78,10 @@ class _Read(ReadPrompt):
         self.engine, self.ids, self.features, self.lens, self.plain = engine, ids, features, lens, plain
 
     def tokens(self, extra_ids: list[int], params: SamplingParams) -> Iterator[int]:
-        plain, self.plain = self.plain, None
-        if plain is not None and not extra_ids and plain[1] == params:
-            return iter(plain[0])
-        if plain is not None:
-            plain[0].cancel()
+        if self.plain is not None and not extra_ids and self.plain[1] == params:
+            plain, self.plain = self.plain[0], None
+            return iter(plain)
+        self.close()
         return self.engine.stream(self.ids + extra_ids, params)
 
     def close(self) -> None:
@@ -200,23 +199,27 @@ class VllmEngine(TurnEngine):
         features = self._waiting[key] = asyncio.get_running_loop().create_future()
         task = await self._start(ids, sampling, out or queue.SimpleQueue(), f"probe-{key}")
         try:
-            done, _ = await asyncio.wait({features, task}, timeout=_FEATURES_WAIT_S,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if task in done and task.result() is not None:
-                raise task.result()  # the request failed before its features came
-            blob = await asyncio.wait_for(features, _FEATURES_WAIT_S)
-        except TimeoutError:
-            task.cancel()
-            raise RuntimeError("vLLM ran the probe but the gate's hooks kept no reading of it") from None
+            blob = await self._features_of(features, task)
         except BaseException:
             task.cancel()
             raise
         finally:
             self._waiting.pop(key, None)
-        if not blob:
-            task.cancel()
-            raise RuntimeError("the gate's features failed in vLLM's worker (its log says why)")
         return (*unpack(blob), None if params is None else task)
+
+    @staticmethod
+    async def _features_of(features: asyncio.Future, task: asyncio.Task) -> bytes:
+        """A probe's packed features, once its worker pushes them; its request's error if that fails first."""
+        done, _ = await asyncio.wait({features, task}, timeout=_FEATURES_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+        if task in done and task.result() is not None:
+            raise task.result()
+        try:
+            blob = await asyncio.wait_for(features, _FEATURES_WAIT_S)
+        except TimeoutError:
+            raise RuntimeError("vLLM ran the probe but the gate's hooks kept no reading of it") from None
+        if not blob:
+            raise RuntimeError("the gate's features failed in vLLM's worker (its log says why)")
+        return blob
 
     def _sampling(self, params: SamplingParams, **extra) -> Any:
         """vLLM's sampling for a turn's reply: new token ids only, as they come."""
