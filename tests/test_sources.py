@@ -95,6 +95,7 @@ def test_unknown_source_is_named():
 _EVAL_SETS = {"ifeval": ((520, 541), {"writing"}), "arenahard": ((360, 450), {"code", "maths", "writing"}),
               "mtbench": ((50, 60), {"writing", "instruction", "context", "maths", "code", "reading"}),
               "squad": ((700, 803), {"reading"}), "drop": ((250, 400), {"reading"}), "coqa": ((180, 300), {"reading"}),
+              "squadtalk": ((150, 250), {"reading"}), "droptalk": ((350, 450), {"reading"}),
               "gsm8k": ((1300, 1319), {"maths"}),
               "tooltalk": ((180, 273), {"userdata"})}
 
@@ -111,7 +112,7 @@ def test_eval_set_prompts_are_english_stable_turns(name):
     assert {t.category for t in first} == kinds and name in CHAT_LICENCES
     assert all(len(t.question) <= _MAX_CHARS and not t.factual and not t.golds for t in first)
     for t in first:  # a name in Chinese in a Wikipedia passage is fine, a prompt in Russian or Chinese is not
-        letters = [c for c in t.question if c.isalpha()]
+        letters = [c for c in " ".join([t.question, *(m["content"] for m in t.history)]) if c.isalpha()]
         assert sum(ord(c) > 127 for c in letters) <= 0.02 * len(letters), t.question
     assert not any(re.match(r"(Escribe|Genera|Fais|Berechne|Schreibe|Dado|Diketahui)\b", t.question, re.IGNORECASE)
                    for t in first)
@@ -157,6 +158,18 @@ def test_coqa_turns_are_conversations_about_a_passage():
         assert len(t.history[0]["content"]) > 300 > len(t.question)  # the passage is in the first message only
     drop = CHAT_LOADERS["drop"]()
     assert len({max(t.question.split("\n\n"), key=len) for t in drop}) == len(drop)  # one question per passage
+
+
+@pytest.mark.parametrize("name", ["squadtalk", "droptalk"])
+def test_later_questions_on_a_passage_are_asked_in_its_conversation(name):
+    """SQuAD's and DROP's later questions on a passage: the history is the source's own turn for that passage (the
+    passage and its first question) and its gold answer, then each earlier later question with its answer."""
+    turns, openings = CHAT_LOADERS[name](), {t.question for t in CHAT_LOADERS[name.removesuffix("talk")]()}
+    for t in turns:
+        assert t.history[0]["content"] in openings and len(t.history[0]["content"]) > 150 and len(t.question) < 300
+        assert [m["role"] for m in t.history] == ["user", "assistant"] * (len(t.history) // 2) and t.history[1]["content"]
+        assert t.question not in {m["content"] for m in t.history}
+    assert {len(t.history) for t in turns} == {2, 4, 6, 8}  # up to four later questions per passage
 
 
 def test_a_dataset_built_before_the_slogans_were_asked_still_loads():

