@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Iterator
 
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 from torch import nn
 
 from gate.config import Settings
@@ -88,6 +89,13 @@ def sidecar_dir(settings: Settings, model_id: str) -> Path:
     return (base if base.is_absolute() else ROOT / base) / model_slug(model_id)
 
 
+@cache
+def _threadpools() -> ThreadpoolController:
+    """The BLAS / OpenMP libraries loaded, found once: a fresh `threadpool_limits` scans them on every call
+    (~3 ms, more than a served turn's whole P(knows))."""
+    return ThreadpoolController()
+
+
 @contextmanager
 def _one_thread() -> Iterator[None]:
     """Run small torch/BLAS work on one thread: on a busy shared CPU, spinning intra-op threads made
@@ -95,7 +103,7 @@ def _one_thread() -> Iterator[None]:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with threadpool_limits(1):
+        with _threadpools().limit(limits=1):
             yield
     finally:
         torch.set_num_threads(before)

@@ -12,7 +12,8 @@ from gate.config import FeatureSettings, ModelSettings
 from gate.engine.arch import UnsupportedArchitecture, arch_map, check_supported
 from gate.engine.capture import capture, hooked
 from gate.engine.chat import message_span
-from gate.engine.features import GLOBAL_FEATURES, LAYER_FEATURES, compute_features, hidden_layer_indices
+from gate.engine.features import (GLOBAL_FEATURES, LAYER_FEATURES, LensTrajectory, compute_features,
+                                  hidden_layer_indices)
 from gate.engine.lens import lens_logits
 from gate.engine.loading import ModelLoadError, load_model
 
@@ -109,6 +110,25 @@ def test_llama_write_is_mlp_output_and_lens_matches_logits():
     torch.testing.assert_close(lens_logits(arch, cap.resid[:, -1]), cap.logits, atol=1e-4, rtol=1e-4)
     feats = compute_features(arch, cap, FeatureSettings(positions=K, hidden_depths=(0.5, 1.0)))
     assert feats.layer.shape == (2, 3, len(LAYER_FEATURES)) and feats.hidden.shape == (2, 2, 64)
+
+
+def test_lens_fed_in_groups_of_layers_gives_the_same_features(engine):
+    """The vLLM worker feeds a probe's lens a group of layers at a time while its forward runs: the features
+    (kl across a group boundary, p_final_top and dla_top_z, which read the last layer's pick at every layer) are
+    the ones of all layers at once."""
+    chats = [[{"role": "user", "content": q}] for q in ("Who wrote Hamlet?", "Write a haiku about rain.")]
+    prompts = [engine.prompt(c) for c in chats]
+    ids, mask = engine.encode(prompts)
+    cap = capture(engine.model, engine.arch, ids, mask, engine.features.positions)
+    whole = compute_features(engine.arch, cap, engine.features)
+    trajectory, L = LensTrajectory(), engine.arch.num_layers
+    for lo, hi in ((0, 1), (1, L // 2), (L // 2, L)):
+        trajectory.add(engine.arch, cap.resid[:, lo:hi, -1], cap.write[:, lo:hi, -1])
+    grouped = compute_features(engine.arch, cap, engine.features, lens=trajectory.result())
+    assert trajectory.layers == L
+    np.testing.assert_allclose(grouped.layer.astype(np.float32), whole.layer.astype(np.float32), rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(grouped.top_tokens, whole.top_tokens)
+    np.testing.assert_array_equal(grouped.globals, whole.globals)
 
 
 @pytest.mark.parametrize("config_cls, extra, write_name", [

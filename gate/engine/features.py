@@ -62,41 +62,76 @@ def _write_geometry(mid: torch.Tensor, write: torch.Tensor) -> tuple[torch.Tenso
     return ratio, cos
 
 
+class LensTrajectory:
+    """Lens features [b, L, 7] at the final position and the lens top-1 ids [b, L], fed the layers a group at a
+    time in depth order: the vLLM worker runs a probe's lens while its forward is still computing the deeper
+    layers; the transformers engine feeds all layers at once. Each layer's log-probs and write logits are kept
+    until the last layer names the token that p_final_top and dla_top_z read at every layer."""
+
+    def __init__(self) -> None:
+        self.layers = 0
+        self._stats: list[dict[str, torch.Tensor]] = []  # per group: [b, l] columns
+        self._logp: list[torch.Tensor] = []              # per group: [b, l, V] residual log-probs
+        self._w_logits: list[torch.Tensor] = []          # per group: [b, l, V] write logits
+        self._result: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def add(self, arch: ArchMap, resid: torch.Tensor, write: torch.Tensor) -> None:
+        """The next layers' final-position residuals and MLP writes, [b, l, d] each."""
+        b, l, d = resid.shape
+        logits = lens_logits(arch, torch.cat([resid, write], dim=0).reshape(-1, d))  # one product for both signals
+        r_logits, w_logits = logits.reshape(2 * b, l, -1).split(b, dim=0)
+        a = distribution_stats(r_logits)
+        logp, p = a.pop("logp"), a.pop("p")
+        kl = torch.zeros_like(a["entropy"])
+        kl[:, 1:] = (p[:, 1:] * (logp[:, 1:] - logp[:, :-1])).sum(-1)
+        if self._logp:  # the first layer of this group against the last of the previous one
+            kl[:, 0] = (p[:, 0] * (logp[:, 0] - self._logp[-1][:, -1])).sum(-1)
+        del p, r_logits
+        wlogp = torch.log_softmax(w_logits, dim=-1)
+        peaked = float(np.log(w_logits.shape[-1])) + (wlogp.exp() * wlogp).sum(-1)
+        del wlogp
+        mean = w_logits.mean(-1)                          # moments by sums: std() makes a slow second pass
+        std = ((w_logits * w_logits).mean(-1) - mean * mean).clamp_min(1e-12).sqrt()
+        self._stats.append({**a, "kl": kl, "peaked": peaked, "mean": mean, "std": std})
+        self._logp.append(logp)
+        self._w_logits.append(w_logits)
+        self.layers += l
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """[b, L, 7] in _LENS order (the Signal A and lens-based Signal B columns) and the top-1 ids [b, L]."""
+        if self._result is None:
+            col = {k: torch.cat([g[k] for g in self._stats], dim=1) for k in self._stats[0]}
+            final_top = col["argmax"][:, -1:, None]  # the last layer's pick, read at every layer
+            at_top = [(lp.gather(-1, final_top.expand(*lp.shape[:2], 1)).squeeze(-1).exp(),
+                       w.gather(-1, final_top.expand(*w.shape[:2], 1)).squeeze(-1))
+                      for lp, w in zip(self._logp, self._w_logits)]
+            p_final_top = torch.cat([p for p, _ in at_top], dim=1)
+            dla_z = (torch.cat([w for _, w in at_top], dim=1) - col["mean"]) / col["std"]
+            self._logp, self._w_logits = [], []
+            cols = [col["entropy"], col["margin"], col["maxprob"], col["kl"], p_final_top, col["peaked"], dla_z]
+            self._result = torch.stack(cols, dim=-1), col["argmax"]
+        return self._result
+
+
 def _lens_features(arch: ArchMap, resid: torch.Tensor, write: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Lens features [b, L, 7] at the final position for a chunk, and the lens top-1 ids [b, L]."""
-    b, L, d = resid.shape
-    logits = lens_logits(arch, torch.cat([resid, write], dim=0).reshape(-1, d))  # one product for both signals
-    r_logits, w_logits = logits.reshape(2 * b, L, -1).split(b, dim=0)
-    del logits
-    a = distribution_stats(r_logits)
-    logp, p = a.pop("logp"), a.pop("p")
-    kl = torch.zeros_like(a["entropy"])
-    kl[:, 1:] = (p[:, 1:] * (logp[:, 1:] - logp[:, :-1])).sum(-1)
-    final_top = a["argmax"][:, -1:, None].expand(b, L, 1)  # the last layer's pick, read at every layer
-    p_final_top = p.gather(-1, final_top).squeeze(-1)
-    del logp, p, r_logits
-
-    wlogp = torch.log_softmax(w_logits, dim=-1)
-    peaked = float(np.log(w_logits.shape[-1])) + (wlogp.exp() * wlogp).sum(-1)
-    del wlogp
-    mean = w_logits.mean(-1)                          # moments by sums: std() makes a slow second pass
-    std = ((w_logits * w_logits).mean(-1) - mean * mean).clamp_min(1e-12).sqrt()
-    dla_z = (w_logits.gather(-1, final_top).squeeze(-1) - mean) / std
-    cols = [a["entropy"], a["margin"], a["maxprob"], kl, p_final_top, peaked, dla_z]
-    return torch.stack(cols, dim=-1), a["argmax"]
+    trajectory = LensTrajectory()
+    trajectory.add(arch, resid, write)
+    return trajectory.result()
 
 
 @torch.inference_mode()
-def compute_features(arch: ArchMap, cap: Activations, settings: FeatureSettings) -> Features:
-    """Turn one capture (batched) into per-layer features, global scalars and hidden-state summaries."""
+def compute_features(arch: ArchMap, cap: Activations, settings: FeatureSettings,
+                     lens: tuple[torch.Tensor, torch.Tensor] | None = None) -> Features:
+    """Turn one capture (batched) into per-layer features, global scalars and hidden-state summaries. `lens`:
+    the capture's LensTrajectory result where it was computed already (during the forward)."""
     B, L, K, _ = cap.resid.shape
-    step = max(1, _ROWS_PER_CHUNK // (2 * L))
-    lens, tops = [], []
-    for s in range(0, B, step):
-        f, t = _lens_features(arch, cap.resid[s:s + step, :, -1], cap.write[s:s + step, :, -1])
-        lens.append(f)
-        tops.append(t)
-    lens_t, top = torch.cat(lens), torch.cat(tops)            # [B, L, 7], [B, L]
+    if lens is None:
+        step = max(1, _ROWS_PER_CHUNK // (2 * L))
+        parts = [_lens_features(arch, cap.resid[s:s + step, :, -1], cap.write[s:s + step, :, -1])
+                 for s in range(0, B, step)]
+        lens = torch.cat([f for f, _ in parts]), torch.cat([t for _, t in parts])
+    lens_t, top = lens                                        # [B, L, 7], [B, L]
     ratio, cos = _write_geometry(cap.resid_mid, cap.write)    # [B, L, K]
     # Averages over the last K real positions (left padding: padding only when the prompt is shorter than K).
     real = cap.attention_mask[:, -K:].to(ratio.dtype)[:, None, :]

@@ -10,7 +10,10 @@ prompt positions of each probe request (marked in its SamplingParams.extra_args)
 those rows. A probe whose K positions are all read (a chunked prefill may take several steps) gets its
 features from gate.engine.features — the same code, on the same modules — off the forward's critical path:
 a feature thread computes them (on the CPU cores vLLM left to its front end, where there are any) while the
-engine runs its next steps, one probe at a time, and pushes each as small float16 arrays packed in bytes
+engine runs its next steps, one probe at a time. Its logit lens, most of the work, starts during the forward
+that computes the probe's last position: each group of layers goes to the feature thread as soon as the
+forward has passed it, so only the last group's lens is left when the forward ends (a turn that passes
+waits for nothing else). The thread pushes each probe's features as small float16 arrays packed in bytes
 through a pipe the main process reads (vllm_engine.py), without an RPC that would wait behind a busy engine
 step. Only rank 0 computes (tensor parallel: the residual stream and the MLP write are whole on every rank;
 the vocabulary-sharded unembedding is gathered).
@@ -34,7 +37,7 @@ from torch import nn
 from gate.config import FeatureSettings
 from gate.engine.arch import FAMILIES, ArchMap, UnsupportedArchitecture, check_supported
 from gate.engine.capture import Activations, first_tensor
-from gate.engine.features import Features, compute_features, hidden_layer_indices
+from gate.engine.features import Features, LensTrajectory, compute_features, hidden_layer_indices
 from gate.engine.lens import top_tokens
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,10 @@ SIGNALS = ("resid", "resid_mid", "write")
 # Families whose vLLM decoder layers have the layout read here (Gemma 4's PLE and layer scalar are not read).
 VLLM_FAMILIES = {name for name in FAMILIES if not name.startswith("gemma4")}
 KEY_BYTES = 32  # a probe's key (uuid4 hex) heads each message on the pipe; an empty rest means it failed
+# The lens of a probe's last position goes to the feature thread in this many groups of layers during the forward.
+# Each group reads the whole unembedding once (56 MB on the default model), so more groups cost memory traffic;
+# with 4 the last group, all that is left when the forward ends, is a quarter of the lens.
+LENS_GROUPS = 4
 
 
 class _Unembed(nn.Module):
@@ -114,6 +121,15 @@ def unpack(blob: bytes) -> tuple[Features, tuple[np.ndarray, np.ndarray] | None]
 
 
 @dataclass
+class _LastPositions:
+    """The probes whose last prompt position this step computes: their rows among the step's probe rows, the
+    lens trajectory the feature thread builds for them and how many layers of it are queued."""
+    rows: torch.Tensor
+    trajectory: LensTrajectory = field(default_factory=LensTrajectory)
+    queued: int = 0
+
+
+@dataclass
 class _Reading:
     """A probe whose last `width` prompt positions are being read, possibly over several prefill chunks."""
     key: str
@@ -123,6 +139,7 @@ class _Reading:
     span: tuple[int, int]
     acts: dict[str, torch.Tensor] = field(default_factory=dict)  # signal → [L, width, d]
     filled: set[int] = field(default_factory=set)
+    lens: tuple[LensTrajectory, int] | None = None  # its last position's lens (the step's trajectory, its row)
     message: torch.Tensor | None = None  # [M, d] float32: sum of the residual over the span's positions read
     counted: int = 0                     # ... and how many positions that is
 
@@ -164,13 +181,16 @@ class GateWorkerExtension:
         self._gate_span_rows: torch.Tensor | None = None  # this step's rows inside a probe's message span
         self._gate_span_seen: list[torch.Tensor] = []       # ... their residual at each message layer
         self._gate_open: dict[str, _Reading] = {}
+        self._gate_last: _LastPositions | None = None  # this step's probes' last positions, for their lens
         if self._gate_rank0:
             self._gate_pipe = Client(address, family="AF_UNIX", authkey=authkey)
-            self._gate_queue: queue.SimpleQueue[_Reading] = queue.SimpleQueue()
+            self._gate_queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
             threading.Thread(target=self._gate_features, daemon=True, name="gate-features").start()
         arch = self._gate_arch
-        for layer, mid, write in zip(arch.layers, arch.resid_mid, arch.write):
-            layer.register_forward_hook(self._gate_hook("resid", _stream_rows))
+        L = arch.num_layers
+        self._gate_group_ends = {max(1, round(L * (g + 1) / LENS_GROUPS)) for g in range(LENS_GROUPS)}
+        for i, (layer, mid, write) in enumerate(zip(arch.layers, arch.resid_mid, arch.write)):
+            layer.register_forward_hook(self._gate_hook("resid", _stream_rows, i + 1))
             mid.register_forward_hook(self._gate_hook("resid_mid", _mid_rows))
             write.register_forward_hook(self._gate_hook("write", _write_rows))
         for i in hidden_layer_indices(arch.num_layers, self._gate_settings.message_depths):
@@ -181,12 +201,24 @@ class GateWorkerExtension:
 
     # ---- inside the worker's step ---------------------------------------------------------------------
 
-    def _gate_hook(self, signal: str, pick: Callable[[Any, torch.Tensor], torch.Tensor]) -> Callable:
-        """A forward hook copying this step's probe rows (a copy: vLLM's fused norms edit in place)."""
+    def _gate_hook(self, signal: str, pick: Callable[[Any, torch.Tensor], torch.Tensor], depth: int = 0
+                   ) -> Callable:
+        """A forward hook copying this step's probe rows (a copy: vLLM's fused norms edit in place). A layer's
+        output hook (`depth`: layers done) that ends a group hands that group's lens to the feature thread."""
         def hook(module: nn.Module, args: Any, out: Any) -> None:
             if self._gate_rows is not None:
                 self._gate_seen[signal].append(pick(out, self._gate_rows))
+                if depth in self._gate_group_ends and self._gate_last is not None:
+                    self._gate_lens_group(depth)
         return hook
+
+    def _gate_lens_group(self, depth: int) -> None:
+        """Queue the lens of the layers since the last group, at this step's last prompt positions."""
+        last = self._gate_last
+        resid, write = (torch.stack(self._gate_seen[s][last.queued:depth], dim=1).index_select(0, last.rows)
+                        for s in ("resid", "write"))  # [probes, layers, d]
+        last.queued = depth
+        self._gate_queue.put(lambda: last.trajectory.add(self._gate_arch, resid, write))
 
     def _gate_span_hook(self, module: nn.Module, args: Any, out: Any) -> None:
         """At a message layer: the residual of this step's rows inside probes' message spans."""
@@ -229,11 +261,14 @@ class GateWorkerExtension:
         device = self.model_runner.device
         self._gate_rows = torch.tensor([row for _, row, _ in plan], dtype=torch.long, device=device) if plan else None
         self._gate_span_rows = torch.tensor([row for _, row in spans], dtype=torch.long, device=device) if spans else None
+        last = [k for k, (reading, _, slot) in enumerate(plan) if slot == reading.width - 1]
+        self._gate_last = _LastPositions(torch.tensor(last, dtype=torch.long, device=device)) if last else None
         try:
             out = forward(*args, **kwargs)
             seen = {s: torch.stack(v, dim=0) for s, v in self._gate_seen.items() if v}  # [L, rows, d]
             message = torch.stack(self._gate_span_seen, dim=0).float() if self._gate_span_seen else None  # [M, rows, d]
         finally:
+            lens, self._gate_last = self._gate_last, None
             self._gate_rows = self._gate_span_rows = None
             self._gate_seen = {s: [] for s in SIGNALS}
             self._gate_span_seen = []
@@ -246,6 +281,8 @@ class GateWorkerExtension:
             for reading, total, count in zip(owners, sums, torch.bincount(index, minlength=len(owners)).tolist()):
                 reading.message = total if reading.message is None else reading.message + total
                 reading.counted += count
+        for row, k in enumerate(last):
+            plan[k][0].lens = (lens.trajectory, row)
         for r, (reading, _, slot) in enumerate(plan):
             if not reading.acts:
                 reading.acts = {s: x.new_zeros(x.shape[0], reading.width, x.shape[-1]) for s, x in seen.items()}
@@ -253,11 +290,13 @@ class GateWorkerExtension:
                 reading.acts[s][:, slot] = x[:, r]
             reading.filled.add(slot)
         for req_id in [k for k, r in self._gate_open.items() if len(r.filled) == r.width]:
-            self._gate_queue.put(self._gate_open.pop(req_id))  # all positions read: to the feature thread
+            reading = self._gate_open.pop(req_id)  # all positions read: to the feature thread, after its lens
+            self._gate_queue.put(lambda reading=reading: self._gate_send(reading))
         return out
 
     def _gate_features(self) -> None:
-        """The feature thread: each finished reading's features, in order, pushed through the pipe.
+        """The feature thread: runs the queued work in order — groups of a probe's lens as its forward passes
+        them, then each finished reading's features, pushed through the pipe.
 
         It runs on the cores vLLM did not bind its OpenMP threads to (reserved for its front end) when there
         are any, so the lens's [rows, vocab] product does not hold up the next forward on the bound cores.
@@ -267,13 +306,20 @@ class GateWorkerExtension:
             with contextlib.suppress(OSError):  # cores outside this container's set: stay where vLLM put us
                 os.sched_setaffinity(0, spare)  # this thread only (Linux: 0 is the calling thread)
         while True:
-            reading = self._gate_queue.get()
+            work = self._gate_queue.get()
             try:
-                blob = self._gate_finish(reading)
-            except Exception:
-                log.exception("the gate's features failed for probe %s", reading.key)
-                blob = b""
-            self._gate_pipe.send_bytes(reading.key.encode() + blob)
+                with torch.inference_mode():
+                    work()
+            except Exception:  # a lens group: its probe's features fail when they find the trajectory short
+                log.exception("the gate's lens failed")
+
+    def _gate_send(self, reading: _Reading) -> None:
+        try:
+            blob = self._gate_finish(reading)
+        except Exception:
+            log.exception("the gate's features failed for probe %s", reading.key)
+            blob = b""
+        self._gate_pipe.send_bytes(reading.key.encode() + blob)
 
     @torch.inference_mode()
     def _gate_finish(self, r: _Reading) -> bytes:
@@ -284,5 +330,9 @@ class GateWorkerExtension:
         acts = Activations(**{s: x[None] for s, x in r.acts.items()},
                            attention_mask=torch.ones(1, r.length, dtype=torch.long, device=self.model_runner.device),
                            message=message[None].to(resid.dtype))
+        trajectory, row = r.lens
+        if trajectory.layers != self._gate_arch.num_layers:
+            raise RuntimeError(f"the lens read {trajectory.layers} of {self._gate_arch.num_layers} layers")
+        f, top = trajectory.result()
         lens = top_tokens(self._gate_arch, r.acts["resid"][:, -1], r.lens_top) if r.lens_top else None
-        return pack(compute_features(self._gate_arch, acts, self._gate_settings), lens)
+        return pack(compute_features(self._gate_arch, acts, self._gate_settings, (f[row:row + 1], top[row:row + 1])), lens)
