@@ -6,6 +6,9 @@
     the cost of knowing. The probe forward is the prefill, so only the features, the sidecar and the
     seed's own forward are added; a design that ran the prompt twice would show ≈2× here.
 (b) `seed` vs `off`: what a user feels.  (c) `gate` mode's abstention (nothing generated) vs `off`.
+(d) a turn that is not a knowledge question (`seed` mode, passed by the applicability head) vs `off` on the same
+    prompt: with the head's early read (the residual alone decides, the lens is never computed) and, (d'), with
+    the full read alone (the lens computed for every turn, as before the cascade).
 
 All turns go through Gate (the real entry point) except the no-probe reference, which uses the same
 prefill/decoding functions. First-token times count from the moment the turn gets the model. Within a rep
@@ -15,6 +18,7 @@ medians over reps are printed. Without a trained sidecar a fixed stand-in P(know
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -28,6 +32,10 @@ from gate.pipeline import Gate
 from gate.turns import TurnOverrides
 
 
+DPRIME = "(d')"
+PASSING = "Write a short poem about the text above."  # not a knowledge question: the gate passes it
+
+
 class _Fixed:
     """Stand-in sidecar (only when no checkpoint exists, and for the abstention row)."""
 
@@ -35,7 +43,7 @@ class _Fixed:
         self.p = p
 
     def predict_proba(self, features) -> np.ndarray:
-        return np.full(features.layer.shape[0], self.p)
+        return np.full(features.hidden.shape[0], self.p)
 
 
 def no_probe(gate: Gate, messages: list[dict], seed: str, params: SamplingParams) -> tuple[float, float, int]:
@@ -74,6 +82,10 @@ def main() -> None:
     if stand_in:
         gate.sidecar = _Fixed(0.9)
     abstainer = Gate(settings, engine=gate.engine, sidecar=_Fixed(0.05))
+    full_read = copy.copy(gate.applicability)
+    if full_read is not None:  # the same head with its early read off: every turn waits for the lens
+        full_read.hp = {**full_read.hp, "early_exit": 0.0}
+    no_cascade = Gate(settings, engine=gate.engine, sidecar=gate.sidecar, applicability=full_read)
     params = SamplingParams(max_tokens=args.max_tokens)
     ov = {m: TurnOverrides(mode=m, max_tokens=args.max_tokens) for m in ("off", "seed", "gate")}
     engine = gate.engine
@@ -81,15 +93,19 @@ def main() -> None:
           f"threads, greedy, ≤{args.max_tokens} tokens, median of {args.reps}"
           + (" — NO sidecar checkpoint: stand-in P(knows)=0.9" if stand_in else ""))
     head = (f"{'prompt':>6} | {'probe':>6} {'seed':>6} {'ref':>6} {'(a) ttft':>8} {'(a) total':>9} | {'off':>6} "
-            f"{'(b) ttft':>8} {'(b) total':>9} | {'abstain':>7} {'(c)':>5} | {'ms/token seed/ref/off':>21}")
+            f"{'(b) ttft':>8} {'(b) total':>9} | {'abstain':>7} {'(c)':>5} | {'ms/token seed/ref/off':>21} | "
+            f"{'pass':>5} {'(d)':>5} {DPRIME:>5} {'early':>5}")
     print(head + "\n" + "-" * len(head), flush=True)
     for tokens in args.tokens:
         messages = messages_of(engine, tokens)
+        chat = messages_of(engine, tokens, PASSING)
         warm = gate.chat(messages, ov["seed"])  # warm-up; its seed text is the reference's (p is deterministic)
         runs = {"seed": lambda: gate.chat(messages, ov["seed"]),
                 "ref": lambda: no_probe(gate, messages, warm.gate.seed_text, params),
                 "off": lambda: gate.chat(messages, ov["off"]),
-                "abstain": lambda: abstainer.chat(messages, ov["gate"])}
+                "abstain": lambda: abstainer.chat(messages, ov["gate"]),
+                "pass": lambda: gate.chat(chat, ov["seed"]), "pass_full": lambda: no_cascade.chat(chat, ov["seed"]),
+                "chat_off": lambda: gate.chat(chat, ov["off"])}
         reps = []
         for rep in range(args.reps):  # alternate the order so drifting load hits every kind alike
             order = list(runs) if rep % 2 == 0 else list(runs)[::-1]
@@ -104,17 +120,26 @@ def main() -> None:
                 "c": got["abstain"].total_ms / off.first_token_ms,
                 "tok_seed": per_token(sd.first_token_ms, sd.total_ms, sd.completion_tokens),
                 "tok_ref": per_token(r_first, r_total, r_n),
-                "tok_off": per_token(off.first_token_ms, off.total_ms, off.completion_tokens)})
-        m = {k: statistics.median(r[k] for r in reps) for k in reps[0]}
+                "tok_off": per_token(off.first_token_ms, off.total_ms, off.completion_tokens),
+                "d": got["pass"].first_token_ms / got["chat_off"].first_token_ms,
+                "d_full": got["pass_full"].first_token_ms / got["chat_off"].first_token_ms,
+                "passed": float(got["pass"].gate.decision == "pass" and got["pass_full"].gate.decision == "pass"),
+                "early": float(gate.applicability is not None and gate.applicability.cascades
+                               and got["pass"].gate.p_factual < gate.applicability.hp["early_exit"])})
+        m = {k: (statistics.mean if k in ("passed", "early") else statistics.median)(r[k] for r in reps)
+             for k in reps[0]}
         rates = f"{m['tok_seed']:.0f}/{m['tok_ref']:.0f}/{m['tok_off']:.0f}"
         print(f"{warm.prompt_tokens:>6} | {m['probe']:>6.0f} {m['seed']:>6.0f} {m['ref']:>6.0f} {m['a_ttft']:>8.2f} "
               f"{m['a_total']:>9.2f} | {m['off']:>6.0f} {m['b_ttft']:>8.2f} {m['b_total']:>9.2f} | "
-              f"{m['abstain']:>7.0f} {m['c']:>5.2f} | {rates:>21}", flush=True)
+              f"{m['abstain']:>7.0f} {m['c']:>5.2f} | {rates:>21} | {m['passed']:>5.0%} {m['d']:>5.2f} "
+              f"{m['d_full']:>5.2f} {m['early']:>5.0%}", flush=True)
     print("ms and ratios are medians over reps (ratios paired within a rep); probe = prompt forward + features +\n"
           "sidecar; seed/ref/off = time to first token; abstain = the whole gate-mode turn.\n"
           "(a) seed vs the no-probe reference on prompt + seed (same greedy tokens; target ≤ 1.15 on ttft)\n"
           "(b) seed vs off (different replies, so the total ratio also reflects reply length)\n"
-          "(c) gate-mode abstention (whole turn, nothing generated) / off time to first token")
+          "(c) gate-mode abstention (whole turn, nothing generated) / off time to first token\n"
+          "(d) a turn the gate passes (seed mode) / off on the same prompt, time to first token; (d') the same with\n"
+          "the full applicability read alone (the lens computed); pass / early: share of reps passed / decided early")
 
 
 if __name__ == "__main__":

@@ -28,54 +28,86 @@ FILE = "applicability.npz"
 
 
 class Applicability:
-    """fit / predict_proba / save / load, like the sidecar; P(the turn is a knowledge question)."""
+    """fit / predict_proba / save / load, like the sidecar; P(the turn is a knowledge question).
+
+    Two reads of one forward, a cascade: an early read of the residual stream alone, known as soon as the
+    forward ends, and the full read (residual + lens trajectory + globals). A turn whose early P(factual) is
+    below `early_exit` passes on it, and the lens is never computed for it (LazyFeatures); every other turn
+    is decided by the full read. Held out, the cascade decides as the full read does while most chat turns
+    exit early (data/<model>/applicability.md).
+    """
 
     # Strong regularisation, sources weighed equally. Chosen by leave-one-source-out on both shipped models
     # (training/evaluate_applicability.py --C; data/<model>/applicability_C.md): 1e-2 separates SmolLM2's held-out
     # sources a little better (AUROC 0.989 vs 0.986) but Qwen's (579 chat turns) much worse (0.940 vs 0.970).
-    defaults = dict(C=(1e-3,), clip=6.0)
+    # early_exit: chosen on held-out sources (data/smollm2-135m-instruct/README.md): at 0.05 no held-out turn's
+    # decision changed, and 93% of chat turns exited early; 0 turns the cascade off.
+    defaults = dict(C=(1e-3,), clip=6.0, early_exit=0.05)
+    READS = {"": "the residual, the globals and the trajectory", "early_": "the residual alone"}
 
     def __init__(self, signature: dict | None = None, **hyperparams):
         self.hp = {**self.defaults, **hyperparams}
         self.signature: dict = dict(signature or {})
         self.state: dict[str, np.ndarray] = {}
 
-    def _matrix(self, feats: Features, fit: bool = False) -> np.ndarray:
-        x = np.concatenate([residual_reads(feats), feats.globals, feats.layer.reshape(len(feats.layer), -1)], axis=1)
-        x = np.nan_to_num(x.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    def _matrix(self, feats: Features, read: str = "", fit: bool = False) -> np.ndarray:
+        parts = [residual_reads(feats)]
+        if not read:  # the full read; the early one never touches the (lazy) trajectory
+            parts += [feats.globals, feats.layer.reshape(len(feats.layer), -1)]
+        x = np.nan_to_num(np.concatenate(parts, axis=1).astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         if fit:
-            self.state["mean"], self.state["std"] = x.mean(0), x.std(0) + 1e-4
-        return np.clip((x - self.state["mean"]) / self.state["std"], -self.hp["clip"], self.hp["clip"])
+            self.state[f"{read}mean"], self.state[f"{read}std"] = x.mean(0), x.std(0) + 1e-4
+        return np.clip((x - self.state[f"{read}mean"]) / self.state[f"{read}std"], -self.hp["clip"], self.hp["clip"])
 
     def fit(self, train: Features, y_train: np.ndarray, val: Features, y_val: np.ndarray,
             groups: np.ndarray | None = None) -> "Applicability":
-        """Fit on `train` (y = 1 for knowledge questions); choose C and calibrate on `val`. With `groups` (each
-        row's source), every source weighs the same within its class: 60 arithmetic turns count as much as
-        4,000 trivia questions, so a small kind of turn is not drowned out."""
+        """Fit both reads on `train` (y = 1 for knowledge questions); choose C and calibrate on `val`. With
+        `groups` (each row's source), every source weighs the same within its class: 60 arithmetic turns count
+        as much as 4,000 trivia questions, so a small kind of turn is not drowned out."""
         y_tr, y_va = np.asarray(y_train, int), np.asarray(y_val, int)
         weights = _balanced(y_tr, groups)
         with threadpool_limits(1):
-            x_tr, x_va = self._matrix(train, fit=True), self._matrix(val)
-            fits = [LogisticRegression(C=C, max_iter=2000).fit(x_tr, y_tr, sample_weight=weights)
-                    for C in self.hp["C"]]
-            best = max(fits, key=lambda m: roc_auc_score(y_va, m.decision_function(x_va)))
-            self.state.update(coef=best.coef_[0].astype(np.float32), bias=best.intercept_.astype(np.float32),
-                              C=np.array(best.C))
-            # Balanced: the share of knowledge questions in the training mix says nothing about a user's traffic,
-            # so P(factual) is calibrated for an even prior and 0.5 weighs both mistakes alike.
-            platt = LogisticRegression(C=1e4, max_iter=1000, class_weight="balanced").fit(
-                self.decision_function(val)[:, None], y_va)
-            self.state["platt"] = np.array([platt.coef_[0, 0], platt.intercept_[0]], dtype=np.float32)
+            for read in self.READS if self.hp["early_exit"] > 0 else ("",):
+                x_tr, x_va = self._matrix(train, read, fit=True), self._matrix(val, read)
+                fits = [LogisticRegression(C=C, max_iter=2000).fit(x_tr, y_tr, sample_weight=weights)
+                        for C in self.hp["C"]]
+                best = max(fits, key=lambda m: roc_auc_score(y_va, m.decision_function(x_va)))
+                self.state.update({f"{read}coef": best.coef_[0].astype(np.float32),
+                                   f"{read}bias": best.intercept_.astype(np.float32), f"{read}C": np.array(best.C)})
+                # Balanced: the share of knowledge questions in the training mix says nothing about a user's
+                # traffic, so P(factual) is calibrated for an even prior and 0.5 weighs both mistakes alike.
+                platt = LogisticRegression(C=1e4, max_iter=1000, class_weight="balanced").fit(
+                    self.decision_function(val, read)[:, None], y_va)
+                self.state[f"{read}platt"] = np.array([platt.coef_[0, 0], platt.intercept_[0]], dtype=np.float32)
         return self
 
-    def decision_function(self, feats: Features) -> np.ndarray:
-        """Uncalibrated logit, shape [B]."""
-        return self._matrix(feats) @ self.state["coef"] + self.state["bias"]
+    def decision_function(self, feats: Features, read: str = "") -> np.ndarray:
+        """Uncalibrated logit of one read (the full one by default), shape [B]."""
+        return self._matrix(feats, read) @ self.state[f"{read}coef"] + self.state[f"{read}bias"]
+
+    def read_proba(self, feats: Features, read: str = "") -> np.ndarray:
+        """Calibrated P(factual) of one read alone ("": the full read, "early_": the residual alone), [B]."""
+        a, b = self.state[f"{read}platt"]
+        return 1.0 / (1.0 + np.exp(-(a * self.decision_function(feats, read).astype(np.float64) + b)))
+
+    @property
+    def cascades(self) -> bool:
+        """Whether the early read decides first (checkpoints from before it have none)."""
+        return self.hp["early_exit"] > 0 and "early_coef" in self.state
+
+    def exits_early(self, feats: Features) -> np.ndarray:
+        """[B] bool: the turns the early read passes on its own (the lens is not needed for them)."""
+        if not self.cascades:
+            return np.zeros(len(feats.hidden), bool)
+        return self.read_proba(feats, "early_") < self.hp["early_exit"]
 
     def predict_proba(self, feats: Features) -> np.ndarray:
-        """Calibrated P(factual), shape [B]."""
-        a, b = self.state["platt"]
-        return 1.0 / (1.0 + np.exp(-(a * self.decision_function(feats).astype(np.float64) + b)))
+        """Calibrated P(factual), shape [B]: the early read's where it exits early, else the full read's."""
+        early = self.read_proba(feats, "early_") if self.cascades else None
+        if early is not None and (early < self.hp["early_exit"]).all():
+            return early
+        full = self.read_proba(feats, "")
+        return full if early is None else np.where(early < self.hp["early_exit"], early, full)
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)

@@ -204,11 +204,13 @@ class Sidecar:
         if not sig:
             return
         want = (sig["num_layers"], len(sig["layer_features"]))
-        if feats.layer.shape[1:] != want or feats.globals.shape[1] != len(sig["global_features"]) \
-                or feats.hidden.shape[1:] != (len(sig["hidden_depths"]), sig["hidden_size"]) \
-                or feats.message.shape[1:] != (len(sig.get("message_depths", [])), sig["hidden_size"]):
+        bad = feats.hidden.shape[1:] != (len(sig["hidden_depths"]), sig["hidden_size"]) \
+            or feats.message.shape[1:] != (len(sig.get("message_depths", [])), sig["hidden_size"])
+        if set(self.hp["reads"]) - {"hidden"}:  # only reads of the trajectory touch it (a served turn's is lazy)
+            bad = bad or feats.layer.shape[1:] != want or feats.globals.shape[1] != len(sig["global_features"])
+        if bad:
             raise SidecarMismatch(f"features of shape layer={feats.layer.shape[1:]} hidden={feats.hidden.shape[1:]} "
-                                  f"do not fit the sidecar for {sig['model_id']} (layers×features {want})")
+                                  f"message={feats.message.shape[1:]} do not fit the sidecar for {sig['model_id']} (layers×features {want})")
 
     # ---- training ------------------------------------------------------------------------------------
     def fit(self, train: Features, y_train: np.ndarray, val: Features, y_val: np.ndarray) -> "Sidecar":

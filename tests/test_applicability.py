@@ -8,6 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from gate.applicability import Applicability, load_for
 from gate.config import FACTUAL_THRESHOLD
+from gate.engine.features import Features, LazyFeatures
 from gate.sidecar import SidecarMismatch, sidecar_dir
 from tests.test_sidecar import SIG, synthetic
 
@@ -32,6 +33,31 @@ def test_round_trip_and_refusal(fitted, tmp_path):
     assert np.allclose(Applicability.load(tmp_path, dict(SIG)).predict_proba(te), head.predict_proba(te))
     with pytest.raises(SidecarMismatch, match="toy/model-a.*toy/model-b"):
         Applicability.load(tmp_path, {**SIG, "model_id": "toy/model-b"})
+
+
+def _lazy(feats: Features) -> LazyFeatures:
+    """The features as a served turn holds them: the trajectory computed only when something reads it."""
+    return LazyFeatures(feats.hidden, feats.message, lambda: feats)
+
+
+def test_the_early_read_passes_turns_without_the_trajectory(fitted):
+    head, te, _ = fitted
+    early, p, full = head.exits_early(te), head.predict_proba(te), head.read_proba(te)
+    assert head.cascades and 0 < early.sum() < len(early)
+    assert (p[early] < head.hp["early_exit"]).all() and np.array_equal(p[~early], full[~early])
+    for i in range(len(p)):  # one turn at a time, as served: the lens is read only where the early read is unsure
+        lazy = _lazy(te[i:i + 1])
+        assert np.isclose(head.predict_proba(lazy)[0], p[i]) and lazy.lens_read == (not early[i])
+
+
+def test_a_head_from_before_the_cascade_reads_everything(fitted, tmp_path):
+    head, te, _ = fitted
+    head.save(tmp_path)
+    state = dict(np.load(tmp_path / "applicability.npz"))
+    np.savez(tmp_path / "applicability.npz", **{k: v for k, v in state.items() if not k.startswith("early_")})
+    old = Applicability.load(tmp_path, dict(SIG))
+    assert not old.cascades and not old.exits_early(te).any()
+    assert np.array_equal(old.predict_proba(te), head.read_proba(te))
 
 
 def _user(text: str) -> list[dict]:
@@ -59,3 +85,9 @@ def test_shipped_head_on_the_real_model(engine):
         p = head.predict_proba(probe.features)
         assert ((p >= FACTUAL_THRESHOLD) == factual).all(), (factual, [(c[-1]["content"], round(float(q), 3))
                                                          for c, q in zip(conversations, p)])
+    # Served, a greeting and a writing task pass on the residual read alone: their lens is never computed.
+    for conversation in (*TURNS[False][:2], TURNS[True][0]):
+        prompt = engine.prompt(conversation)
+        read = engine.read(engine.tokens(prompt), probe=True, span=engine.span(prompt, conversation))
+        served = head.predict_proba(read.features)[0]
+        assert read.features.lens_read == (served >= FACTUAL_THRESHOLD), (conversation[-1]["content"], served)

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import VLLM_TEST_ARGS
 from gate.engine.generate import SamplingParams
+from gate.applicability import load_for as applicability_for
 from gate.sidecar import load_for
 
 PROMPTS = [
@@ -110,3 +111,14 @@ def test_a_passing_turn_continues_its_probe(engine, vllm_engine, reference):
     dropped = seeded.plain[0]
     assert list(seeded.tokens(engine.tokens("I am sure of this.\n"), params))
     assert dropped.task.cancelled()
+
+
+def test_a_turn_that_exits_early_never_waits_for_the_lens(engine, vllm_engine, reference):
+    """The worker sends a probe's residual reads first: the greeting is passed on them alone, and the rest of its
+    features still arrive, the same as the transformers engine's, when something reads them."""
+    head = applicability_for(vllm_engine)
+    read = vllm_engine.read(**_read(engine, PROMPTS[-1]), probe=True)
+    assert head.exits_early(read.features).all() and not read.features.lens_read
+    _assert_agree(read.features, reference[-1])
+    assert read.features.lens_read
+    read.close()

@@ -27,6 +27,7 @@ from training.splits import by_id, strata_of
 from training.store import dataset_folder, dataset_parser, is_factual, load_dataset
 
 NO_MESSAGE = "without_message_read"
+FULL_READ, EARLY_READ = "full_read_only", "early_read_only"  # the cascade's two reads, each alone
 # Sources whose text may be quoted in shipped files (BSD / MIT / Apache-2.0 or written here); others by id only.
 QUOTABLE = {"chatterbot", "cbtrivia", "humaneval", "codeio", "gsm", "arithmetic", "transform", "reading", "context",
             "instructions", "followup", "simpleqa", "tau2"}
@@ -67,6 +68,9 @@ def held_out_predictions(rows: list[dict], feats: Features, y: np.ndarray, signa
         for name, (f, sig) in heads.items():
             head = Applicability(sig, **({"C": C} if C else {})).fit(f[tr], y[tr], f[va], y[va], groups=sources[tr])
             out[name][test] = head.predict_proba(f[test])
+            if name == "applicability" and ablate and head.cascades:
+                for read, key in (("", FULL_READ), ("early_", EARLY_READ)):
+                    out.setdefault(key, np.zeros(len(rows)))[test] = head.read_proba(f[test], read)
         text = TextBaseline().fit([rows[i] for i in tr], y[tr], [rows[i] for i in va], y[va])
         out["text_tfidf"][test] = text.predict_proba([rows[i] for i in test])
     return out
@@ -107,8 +111,9 @@ def failures(rows: list[dict], y: np.ndarray, p: np.ndarray, threshold: float, n
 
 def table(result: dict) -> str:
     methods = result["methods"]
-    others = [m for m in (NO_MESSAGE, "text_tfidf") if m in methods]
-    titles = {NO_MESSAGE: "without the message read", "text_tfidf": "text TF-IDF (no internals)"}
+    others = [m for m in (FULL_READ, EARLY_READ, NO_MESSAGE, "text_tfidf") if m in methods]
+    titles = {FULL_READ: "full read alone (no early exit)", EARLY_READ: "residual read alone",
+              NO_MESSAGE: "without the message read", "text_tfidf": "text TF-IDF (no internals)"}
     lines = ["| held-out source | kind(s) | n | applicability | " + " | ".join(titles[m] for m in others) + " |",
              "|---|---|---|---|" + "---|" * len(others)]
     gate = methods["applicability"]
@@ -120,6 +125,10 @@ def table(result: dict) -> str:
     for name, m in (("applicability", gate), *((o, methods[o]) for o in others)):
         lines.append(f"| **all, {name}** | {m['kinds']} kinds | {m['n_chat']} + {m['n_factual']} | passed "
                      f"{m['passed']:.1%} ± {m['passed_sd']:.1%} · gated {m['gated']:.1%} ± {m['gated_sd']:.1%} · AUROC {m['auroc']:.3f} · balanced ECE {m['ece']:.3f} |" + " |" * len(others))
+    if "early_exit" in result:
+        e = result["early_exit"]
+        lines += ["", f"Early exits (the residual read alone below {e['threshold']:g}, no lens computed): "
+                      f"{e['chat']:.1%} of held-out chat turns, {e['knowledge']:.1%} of held-out knowledge questions."]
     for title, key in (("Not knowledge questions, gated anyway", "gated_but_not_knowledge"),
                        ("Knowledge questions that passed", "passed_but_knowledge")):
         lines += ["", f"**Failure cases — {title}** (most confident first):", "",
@@ -160,6 +169,11 @@ def evaluate(directory: Path, out: Path, limit: int | None = None, threshold: fl
     result = {"protocol": f"leave-one-source-out: each source's turns scored by a head trained on the others; "
                           f"mean over {draws} inner validation draws",
               "methods": methods, "failures": failures(rows, y, preds[0]["applicability"], threshold)}
+    if EARLY_READ in preds[0]:  # the cascade: which turns its early read decides alone (no lens computed)
+        cut = Applicability.defaults["early_exit"]
+        exits = [p[EARLY_READ] < cut for p in preds]
+        result["early_exit"] = {"threshold": cut, "chat": float(np.mean([e[y == 0].mean() for e in exits])),
+                                "knowledge": float(np.mean([e[y == 1].mean() for e in exits]))}
     out.mkdir(parents=True, exist_ok=True)
     (out / "applicability.json").write_text(json.dumps(result, indent=1))
     (out / "applicability.md").write_text(table(result))

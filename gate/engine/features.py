@@ -5,6 +5,7 @@ Everything is computed where the captured tensors live; only small float16 array
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,6 +39,29 @@ class Features:
 
     def __getitem__(self, i: int | slice) -> "Features":
         return Features(self.layer[i], self.globals[i], self.hidden[i], self.top_tokens[i], self.message[i])
+
+
+class LazyFeatures(Features):
+    """A served turn's features: the residual reads at once, the lens trajectory (layer, globals, top_tokens)
+    only when something reads it. Heads that read the residual alone (the sidecar; the applicability head's
+    early read, which passes most chat turns) then decide without waiting for the lens."""
+
+    def __init__(self, hidden: np.ndarray, message: np.ndarray, full: Callable[[], Features]):
+        self.hidden, self.message, self._full, self._done = hidden, message, full, None
+
+    @property
+    def lens_read(self) -> bool:
+        """Whether the lens trajectory was computed (or waited for)."""
+        return self._done is not None
+
+    def _rest(self) -> Features:
+        if self._done is None:
+            self._done = self._full()
+        return self._done
+
+    layer = property(lambda self: self._rest().layer)
+    globals = property(lambda self: self._rest().globals)
+    top_tokens = property(lambda self: self._rest().top_tokens)
 
 
 def band_layers(num_layers: int, band: tuple[float, float]) -> slice:
@@ -155,11 +179,14 @@ def compute_features(arch: ArchMap, cap: Activations, settings: FeatureSettings,
         col["p_final_top_last"][:, band].mean(1),
         torch.log(cap.attention_mask.sum(1).float()),
     ], dim=-1)
-    hidden = cap.resid[:, hidden_layer_indices(L, settings.hidden_depths), -1]
-    return Features(
-        layer=layer.to("cpu", torch.float16).numpy(),
-        globals=glob.to("cpu", torch.float16).numpy(),
-        hidden=hidden.to("cpu", torch.float16).numpy(),
-        top_tokens=top.cpu().numpy(),
-        message=cap.message.to("cpu", torch.float16).numpy(),
-    )
+    hidden, message = residual_features(cap, settings)
+    return Features(layer=layer.to("cpu", torch.float16).numpy(), globals=glob.to("cpu", torch.float16).numpy(),
+                    hidden=hidden, top_tokens=top.cpu().numpy(), message=message)
+
+
+@torch.inference_mode()
+def residual_features(cap: Activations, settings: FeatureSettings) -> tuple[np.ndarray, np.ndarray]:
+    """The residual reads, known as soon as the forward ends: final position at the hidden depths [B, H, d],
+    the message average [B, M, d] (float16)."""
+    hidden = cap.resid[:, hidden_layer_indices(cap.resid.shape[1], settings.hidden_depths), -1]
+    return hidden.to("cpu", torch.float16).numpy(), cap.message.to("cpu", torch.float16).numpy()

@@ -14,7 +14,7 @@ from gate.engine.arch import ArchMap, arch_map
 from gate.engine.base import LensTop, ModelShape, ReadPrompt, Span, TurnEngine, as_lens_top
 from gate.engine.capture import Capture, capture
 from gate.engine.chat import thinking_format
-from gate.engine.features import Features, compute_features, hidden_layer_indices
+from gate.engine.features import Features, LazyFeatures, compute_features, hidden_layer_indices, residual_features
 from gate.engine.generate import Prefill, SamplingParams, continue_tokens, prefill, stop_token_ids
 from gate.engine.lens import top_tokens
 from gate.engine.loading import LoadedModel, load_model
@@ -64,11 +64,14 @@ class Engine(TurnEngine):
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
-    def probe_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, spans: list[Span]) -> Probe:
+    def capture_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, spans: list[Span]) -> Capture:
         fs = self.features
-        cap = capture(self.model, self.arch, input_ids, attention_mask, fs.positions,
-                      hidden_layer_indices(self.arch.num_layers, fs.message_depths), spans)
-        return Probe(cap, compute_features(self.arch, cap, fs), input_ids)
+        return capture(self.model, self.arch, input_ids, attention_mask, fs.positions,
+                       hidden_layer_indices(self.arch.num_layers, fs.message_depths), spans)
+
+    def probe_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, spans: list[Span]) -> Probe:
+        cap = self.capture_ids(input_ids, attention_mask, spans)
+        return Probe(cap, compute_features(self.arch, cap, self.features), input_ids)
 
     def probe(self, texts: list[str], spans: list[Span] | None = None) -> Probe:
         """One prompt-only forward over a batch of prompt texts, each with its latest user message's token span
@@ -84,14 +87,17 @@ class Engine(TurnEngine):
     @torch.inference_mode()
     def read(self, ids: list[int], probe: bool, lens_top: int = 0, span: Span | None = None,
              params: SamplingParams | None = None) -> ReadPrompt:
-        """The probe is the prefill: any continuation starts from its cache, so `params` is not needed here."""
+        """The probe is the prefill: any continuation starts from its cache, so `params` is not needed here.
+        The lens trajectory is computed only if a head reads it (LazyFeatures)."""
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
         mask = torch.ones_like(input_ids)
         if not probe:
             return _Read(self, prefill(self.model, input_ids, mask), None, None)
-        got = self.probe_ids(input_ids, mask, [span or self.tail_span(len(ids))])
-        lens = as_lens_top(*top_tokens(self.arch, got.capture.resid[0, :, -1], lens_top)) if lens_top else None
-        return _Read(self, got.capture, got.features, lens)
+        cap = self.capture_ids(input_ids, mask, [span or self.tail_span(len(ids))])
+        features = LazyFeatures(*residual_features(cap, self.features),
+                                lambda: compute_features(self.arch, cap, self.features))
+        lens = as_lens_top(*top_tokens(self.arch, cap.resid[0, :, -1], lens_top)) if lens_top else None
+        return _Read(self, cap, features, lens)
 
     def weight_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.model.parameters())

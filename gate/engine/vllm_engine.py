@@ -3,8 +3,10 @@
 The probe is a vLLM request for the prompt that reads the prefix cache only up to its last K positions and the
 latest user message, which its own forward must compute (vllm_scheduler.py); it runs through vLLM's scheduler
 with continuous batching. The worker extension (vllm_worker.py) reads the probe's internals during that
-prefill, computes its features off the forward's critical path and pushes them as small arrays through a pipe
-(an authenticated Unix socket) that a reader thread here hands to the waiting turn. A turn that will generate
+prefill, pushes its residual reads as soon as the forward has read it, computes the rest of its features off the
+forward's critical path and pushes them too, as small arrays through a pipe (an authenticated Unix socket) that a
+reader thread here hands to the waiting turn. The turn waits for the rest only if a head reads it
+(LazyFeatures: the applicability head's early read passes most chat turns on the residual alone). A turn that will generate
 sends its own sampling with the probe, so the probe request is the plain reply: while the turn decides, it
 goes on decoding, and a turn that passes (no seed) streams it on — one request, one prefill, as in `off` mode.
 Any other turn aborts it (a token or two decoded in vain) and sends the generation request, prompt + seed,
@@ -33,11 +35,12 @@ from transformers import AutoTokenizer
 from gate.config import Settings
 from gate.engine.base import LensTop, ModelShape, ReadPrompt, Span, TurnEngine, as_lens_top
 from gate.engine.chat import thinking_format
-from gate.engine.features import Features
+from gate.engine.features import Features, LazyFeatures
 from gate.engine.generate import SamplingParams, stop_token_ids
 from gate.engine.loading import checked_source, resolve_device, resolve_dtype
 from gate.models import features_for, profile_for
-from gate.engine.vllm_worker import COMPUTE, KEY_BYTES, LENS_TOP, PROBE, SPAN, unpack, vllm_family
+from gate.engine.vllm_worker import (COMPUTE, FULL, KEY_BYTES, LENS_TOP, PROBE, RESIDUAL, SPAN, unpack, unpack_residual,
+                                     vllm_family)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -74,8 +77,8 @@ class _Read(ReadPrompt):
     sends prompt + seed."""
 
     def __init__(self, engine: "VllmEngine", ids: list[int], features: Features | None, lens: LensTop | None,
-                 plain: tuple[_Stream, SamplingParams] | None = None):
-        self.engine, self.ids, self.features, self.lens, self.plain = engine, ids, features, lens, plain
+                 plain: tuple[_Stream, SamplingParams] | None = None, key: str | None = None):
+        self.engine, self.ids, self.features, self.lens, self.plain, self.key = engine, ids, features, lens, plain, key
 
     def tokens(self, extra_ids: list[int], params: SamplingParams) -> Iterator[int]:
         if self.plain is not None and not extra_ids and self.plain[1] == params:
@@ -88,6 +91,9 @@ class _Read(ReadPrompt):
         if self.plain is not None:
             self.plain[0].cancel()
             self.plain = None
+        if self.key is not None:  # the rest of the features, if nothing waited for them
+            self.engine.forget(self.key)
+            self.key = None
 
 
 class VllmEngine(TurnEngine):
@@ -122,7 +128,8 @@ class VllmEngine(TurnEngine):
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="gate-vllm")
         self._thread.start()
-        self._waiting: dict[str, asyncio.Future] = {}  # probe key → its features, once the worker pushes them
+        # probe key → its residual reads, then all its features, once the worker pushes them
+        self._waiting: dict[str, dict[bytes, asyncio.Future]] = {}
         authkey = os.urandom(32)
         listener = Listener(family="AF_UNIX", authkey=authkey)  # rank 0's worker connects in gate_install
         threading.Thread(target=self._read_pipe, args=(listener,), daemon=True, name="gate-features").start()
@@ -137,20 +144,27 @@ class VllmEngine(TurnEngine):
         return cls.from_engine_args(args)
 
     def _read_pipe(self, listener: Listener) -> None:
-        """Reader thread: each message is a probe's key + its packed features (empty: they failed)."""
+        """Reader thread: each message is a probe's key, its kind (RESIDUAL, FULL) and its packed arrays
+        (empty: they failed)."""
         with listener:
             pipe = listener.accept()
         with pipe, contextlib.suppress(EOFError, OSError):  # the worker exited
             while True:
                 message = pipe.recv_bytes()
-                key, blob = message[:KEY_BYTES].decode(), message[KEY_BYTES:]
-                self._loop.call_soon_threadsafe(self._deliver, key, blob)
+                key, kind, blob = message[:KEY_BYTES].decode(), message[KEY_BYTES:KEY_BYTES + 1], message[KEY_BYTES + 1:]
+                self._loop.call_soon_threadsafe(self._deliver, key, kind, blob)
 
-    def _deliver(self, key: str, blob: bytes) -> None:
-        """On the engine's loop: hand the features to their waiting probe (gone if its caller left)."""
-        waiter = self._waiting.pop(key, None)
+    def _deliver(self, key: str, kind: bytes, blob: bytes) -> None:
+        """On the engine's loop: hand a probe's arrays to its waiting turn (gone if its caller left). The full
+        features are the last message of a probe."""
+        waiters = self._waiting.get(key) if kind == RESIDUAL else self._waiting.pop(key, None)
+        waiter = None if waiters is None else waiters.get(kind)
         if waiter is not None and not waiter.done():
             waiter.set_result(blob)
+
+    def forget(self, key: str) -> None:
+        """A read's remaining features are not wanted: drop their waiter (from any thread)."""
+        self._loop.call_soon_threadsafe(self._waiting.pop, key, None)
 
     def _call(self, work: Awaitable[T]) -> T:
         """Run a coroutine on the engine's loop and wait for its result in this thread."""
@@ -163,10 +177,20 @@ class VllmEngine(TurnEngine):
         if not probe:
             return _Read(self, ids, None, None)
         out = None if params is None else queue.SimpleQueue()
-        features, lens, task = self._call(self._probe(ids, lens_top, span or self.tail_span(len(ids)), params, out))
-        plain = None if task is None else (_Stream(self._loop, task, out), params)
-        return _Read(self, ids, features, None if lens is None else as_lens_top(*lens), plain)
+        key, residual, full, task = self._call(self._probe(ids, lens_top, span or self.tail_span(len(ids)), params, out))
+        lens: list[LensTop] = []
 
+        def rest() -> Features:
+            """The probe's other features (and lens top-k): waits for the worker's feature thread."""
+            got, top = unpack(self._call(self._features_of(full, task)))
+            lens.extend([as_lens_top(*top)] if top is not None else [])
+            return got
+
+        features = LazyFeatures(*unpack_residual(residual), rest)
+        if lens_top:
+            features.layer  # the probe view shows everything: wait for it now
+        plain = None if params is None else (_Stream(self._loop, task, out), params)
+        return _Read(self, ids, features, lens[0] if lens else None, plain, key)
     def stream(self, ids: list[int], params: SamplingParams) -> Iterator[int]:
         """Generated ids of one request, as they come; closing the iterator aborts the request in vLLM."""
         out: queue.SimpleQueue = queue.SimpleQueue()
@@ -184,11 +208,11 @@ class VllmEngine(TurnEngine):
     # ---- on the engine's loop -------------------------------------------------------------------------
 
     async def _probe(self, ids: list[int], lens_top: int, span: Span, params: SamplingParams | None,
-                     out: queue.SimpleQueue | None) -> tuple[Features, Any, asyncio.Task | None]:
-        """The prompt's prefill with the gate's hooks, then its features. Its own forward computes the last K
-        positions and the latest user message (`span`), the rest may come from the prefix cache. Without
-        `params` the probe is one greedy token (the probe view); with them it is the turn's plain reply, whose
-        tokens go on to `out` while the turn decides (the running task is returned with the features)."""
+                     out: queue.SimpleQueue | None) -> tuple[str, bytes, asyncio.Future, asyncio.Task]:
+        """The prompt's prefill with the gate's hooks, then its residual reads (the future of the rest of its
+        features, pushed later under the same key). Its own forward computes the last K positions and the latest user message (`span`),
+        the rest may come from the prefix cache. Without `params` the probe is one greedy token (the probe view);
+        with them it is the turn's plain reply, whose tokens go on to `out` while the turn decides."""
         from vllm import SamplingParams as VllmParams
         key = uuid.uuid4().hex
         compute = max(self.features.positions, len(ids) - span[0])
@@ -196,20 +220,18 @@ class VllmEngine(TurnEngine):
                      skip_reading_prefix_cache=self._probe_skips_cache)
         sampling = (VllmParams(max_tokens=1, temperature=0.0, detokenize=False, **extra) if params is None
                     else self._sampling(params, **extra))
-        features = self._waiting[key] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiters = self._waiting[key] = {RESIDUAL: loop.create_future(), FULL: loop.create_future()}
         task = await self._start(ids, sampling, out or queue.SimpleQueue(), f"probe-{key}")
         try:
-            blob = await self._features_of(features, task)
+            return key, await self._features_of(waiters[RESIDUAL], task), waiters[FULL], task
         except BaseException:
             task.cancel()
-            raise
-        finally:
             self._waiting.pop(key, None)
-        return (*unpack(blob), None if params is None else task)
-
+            raise
     @staticmethod
     async def _features_of(features: asyncio.Future, task: asyncio.Task) -> bytes:
-        """A probe's packed features, once its worker pushes them; its request's error if that fails first."""
+        """A probe's packed arrays, once its worker pushes them; its request's error if that fails first."""
         done, _ = await asyncio.wait({features, task}, timeout=_FEATURES_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
         if task in done and task.result() is not None:
             raise task.result()

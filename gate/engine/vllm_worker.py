@@ -15,7 +15,9 @@ that computes the probe's last position: each group of layers goes to the featur
 forward has passed it, so only the last group's lens is left when the forward ends (a turn that passes
 waits for nothing else). The thread pushes each probe's features as small float16 arrays packed in bytes
 through a pipe the main process reads (vllm_engine.py), without an RPC that would wait behind a busy engine
-step. Only rank 0 computes (tensor parallel: the residual stream and the MLP write are whole on every rank;
+step. The residual reads go first, from the step itself, as soon as a probe's last position is read: the
+heads that read only the residual stream (the sidecar, the applicability head's early read) decide on them
+without waiting for the lens. Only rank 0 computes (tensor parallel: the residual stream and the MLP write are whole on every rank;
 the vocabulary-sharded unembedding is gathered).
 """
 from __future__ import annotations
@@ -37,7 +39,7 @@ from torch import nn
 from gate.config import FeatureSettings
 from gate.engine.arch import FAMILIES, ArchMap, UnsupportedArchitecture, check_supported
 from gate.engine.capture import Activations, first_tensor
-from gate.engine.features import Features, LensTrajectory, compute_features, hidden_layer_indices
+from gate.engine.features import Features, LensTrajectory, compute_features, hidden_layer_indices, residual_features
 from gate.engine.lens import top_tokens
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,8 @@ SPAN = "gate_span"          # ... and [start, end): its latest user message's to
 SIGNALS = ("resid", "resid_mid", "write")
 # Families whose vLLM decoder layers have the layout read here (Gemma 4's PLE and layer scalar are not read).
 VLLM_FAMILIES = {name for name in FAMILIES if not name.startswith("gemma4")}
-KEY_BYTES = 32  # a probe's key (uuid4 hex) heads each message on the pipe; an empty rest means it failed
+KEY_BYTES = 32  # a probe's key (uuid4 hex) heads each message on the pipe, then its kind; an empty rest: it failed
+RESIDUAL, FULL = b"r", b"f"  # the kinds: a probe's residual reads (first), then all its features
 # The lens of a probe's last position goes to the feature thread in this many groups of layers during the forward.
 # Each group reads the whole unembedding once (56 MB on the default model), so more groups cost memory traffic;
 # with 4 the last group, all that is left when the forward ends, is a quarter of the lens.
@@ -120,6 +123,18 @@ def unpack(blob: bytes) -> tuple[Features, tuple[np.ndarray, np.ndarray] | None]
     return features, lens
 
 
+def pack_residual(hidden: np.ndarray, message: np.ndarray) -> bytes:
+    """A probe's residual reads (`residual_features`) as bytes."""
+    buf = io.BytesIO()
+    np.savez(buf, hidden=hidden, message=message)
+    return buf.getvalue()
+
+
+def unpack_residual(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        return z["hidden"], z["message"]
+
+
 @dataclass
 class _LastPositions:
     """The probes whose last prompt position this step computes: their rows among the step's probe rows, the
@@ -184,6 +199,7 @@ class GateWorkerExtension:
         self._gate_last: _LastPositions | None = None  # this step's probes' last positions, for their lens
         if self._gate_rank0:
             self._gate_pipe = Client(address, family="AF_UNIX", authkey=authkey)
+            self._gate_pipe_lock = threading.Lock()  # the step and the feature thread both send
             self._gate_queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
             threading.Thread(target=self._gate_features, daemon=True, name="gate-features").start()
         arch = self._gate_arch
@@ -290,8 +306,9 @@ class GateWorkerExtension:
                 reading.acts[s][:, slot] = x[:, r]
             reading.filled.add(slot)
         for req_id in [k for k, r in self._gate_open.items() if len(r.filled) == r.width]:
-            reading = self._gate_open.pop(req_id)  # all positions read: to the feature thread, after its lens
-            self._gate_queue.put(lambda reading=reading: self._gate_send(reading))
+            reading = self._gate_open.pop(req_id)  # all positions read: its residual reads now, the rest after its lens
+            self._gate_send(reading, RESIDUAL, self._gate_residual)
+            self._gate_queue.put(lambda reading=reading: self._gate_send(reading, FULL, self._gate_finish))
         return out
 
     def _gate_features(self) -> None:
@@ -313,23 +330,32 @@ class GateWorkerExtension:
             except Exception:  # a lens group: its probe's features fail when they find the trajectory short
                 log.exception("the gate's lens failed")
 
-    def _gate_send(self, reading: _Reading) -> None:
+    def _gate_send(self, reading: _Reading, kind: bytes, packed: Callable[[_Reading], bytes]) -> None:
         try:
-            blob = self._gate_finish(reading)
+            blob = packed(reading)
         except Exception:
             log.exception("the gate's features failed for probe %s", reading.key)
             blob = b""
-        self._gate_pipe.send_bytes(reading.key.encode() + blob)
+        with self._gate_pipe_lock:
+            self._gate_pipe.send_bytes(reading.key.encode() + kind + blob)
+
+    def _gate_acts(self, r: _Reading) -> Activations:
+        """One probe's readings as the features read them (a batch of one)."""
+        resid = r.acts["resid"]
+        message = (r.message / max(r.counted, 1) if r.message is not None else
+                   resid.new_zeros(len(self._gate_settings.message_depths), resid.shape[-1], dtype=torch.float32))
+        return Activations(**{s: x[None] for s, x in r.acts.items()},
+                           attention_mask=torch.ones(1, r.length, dtype=torch.long, device=self.model_runner.device),
+                           message=message[None].to(resid.dtype))
+
+    def _gate_residual(self, r: _Reading) -> bytes:
+        """One probe's residual reads, packed: no lens needed."""
+        return pack_residual(*residual_features(self._gate_acts(r), self._gate_settings))
 
     @torch.inference_mode()
     def _gate_finish(self, r: _Reading) -> bytes:
         """One probe's features (and lens top-k, for the probe view), packed."""
-        resid = r.acts["resid"]
-        message = (r.message / max(r.counted, 1) if r.message is not None else
-                   resid.new_zeros(len(self._gate_settings.message_depths), resid.shape[-1], dtype=torch.float32))
-        acts = Activations(**{s: x[None] for s, x in r.acts.items()},
-                           attention_mask=torch.ones(1, r.length, dtype=torch.long, device=self.model_runner.device),
-                           message=message[None].to(resid.dtype))
+        acts = self._gate_acts(r)
         trajectory, row = r.lens
         if trajectory.layers != self._gate_arch.num_layers:
             raise RuntimeError(f"the lens read {trajectory.layers} of {self._gate_arch.num_layers} layers")
