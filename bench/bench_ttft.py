@@ -87,7 +87,10 @@ def main() -> None:
         full_read.hp = {**full_read.hp, "early_exit": 0.0}
     no_cascade = Gate(settings, engine=gate.engine, sidecar=gate.sidecar, applicability=full_read)
     params = SamplingParams(max_tokens=args.max_tokens)
-    ov = {m: TurnOverrides(mode=m, max_tokens=args.max_tokens) for m in ("off", "seed", "gate")}
+    # The seeded rows are gated whatever the head says (with a long filler before it, the question reads like
+    # one about a given passage, which the gate would pass); the passing row keeps the served threshold.
+    ov = {m: TurnOverrides(mode=m, max_tokens=args.max_tokens, factual_threshold=0.0) for m in ("off", "seed", "gate")}
+    ov["pass"] = TurnOverrides(mode="seed", max_tokens=args.max_tokens)
     engine = gate.engine
     print(f"model {engine.loaded.model_id} on {engine.device} ({engine.loaded.dtype}), {torch.get_num_threads()} "
           f"threads, greedy, ≤{args.max_tokens} tokens, median of {args.reps}"
@@ -104,7 +107,7 @@ def main() -> None:
                 "ref": lambda: no_probe(gate, messages, warm.gate.seed_text, params),
                 "off": lambda: gate.chat(messages, ov["off"]),
                 "abstain": lambda: abstainer.chat(messages, ov["gate"]),
-                "pass": lambda: gate.chat(chat, ov["seed"]), "pass_full": lambda: no_cascade.chat(chat, ov["seed"]),
+                "pass": lambda: gate.chat(chat, ov["pass"]), "pass_full": lambda: no_cascade.chat(chat, ov["pass"]),
                 "chat_off": lambda: gate.chat(chat, ov["off"])}
         reps = []
         for rep in range(args.reps):  # alternate the order so drifting load hits every kind alike

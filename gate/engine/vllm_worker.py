@@ -12,8 +12,8 @@ features from gate.engine.features — the same code, on the same modules — of
 a feature thread computes them (on the CPU cores vLLM left to its front end, where there are any) while the
 engine runs its next steps, one probe at a time. Its logit lens, most of the work, starts during the forward
 that computes the probe's last position: each group of layers goes to the feature thread as soon as the
-forward has passed it, so only the last group's lens is left when the forward ends (a turn that passes
-waits for nothing else). The thread pushes each probe's features as small float16 arrays packed in bytes
+forward has passed it, so only the last group's lens is left when the forward ends (what a turn waits for when
+the residual reads, sent first, do not settle it). The thread pushes each probe's features as small float16 arrays packed in bytes
 through a pipe the main process reads (vllm_engine.py), without an RPC that would wait behind a busy engine
 step. The residual reads go first, from the step itself, as soon as a probe's last position is read: the
 heads that read only the residual stream (the sidecar, the applicability head's early read) decide on them
