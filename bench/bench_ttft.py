@@ -84,7 +84,7 @@ def main() -> None:
     abstainer = Gate(settings, engine=gate.engine, sidecar=_Fixed(0.05))
     full_read = copy.copy(gate.applicability)
     if full_read is not None:  # the same head with its early read off: every turn waits for the lens
-        full_read.hp = {**full_read.hp, "early_exit": 0.0}
+        full_read.hp = {**full_read.hp, "early": (0.0, float("inf"))}
     no_cascade = Gate(settings, engine=gate.engine, sidecar=gate.sidecar, applicability=full_read)
     params = SamplingParams(max_tokens=args.max_tokens)
     # The seeded rows are gated whatever the head says (with a long filler before it, the question reads like
@@ -128,7 +128,7 @@ def main() -> None:
                 "d_full": got["pass_full"].first_token_ms / got["chat_off"].first_token_ms,
                 "passed": float(got["pass"].gate.decision == "pass" and got["pass_full"].gate.decision == "pass"),
                 "early": float(gate.applicability is not None and gate.applicability.cascades
-                               and got["pass"].gate.p_factual < gate.applicability.hp["early_exit"])})
+                               and got["pass"].gate.p_factual < gate.applicability.hp["early"][0])})
         m = {k: (statistics.mean if k in ("passed", "early") else statistics.median)(r[k] for r in reps)
              for k in reps[0]}
         rates = f"{m['tok_seed']:.0f}/{m['tok_ref']:.0f}/{m['tok_off']:.0f}"

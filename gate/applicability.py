@@ -31,18 +31,19 @@ class Applicability:
     """fit / predict_proba / save / load, like the sidecar; P(the turn is a knowledge question).
 
     Two reads of one forward, a cascade: an early read of the residual stream alone, known as soon as the
-    forward ends, and the full read (residual + lens trajectory + globals). A turn whose early P(factual) is
-    below `early_exit` passes on it, and the lens is never computed for it (LazyFeatures); every other turn
-    is decided by the full read. Held out, the cascade decides as the full read does while most chat turns
-    exit early (data/<model>/applicability.md).
+    forward ends, and the full read (residual + lens trajectory + globals). A turn whose early P(factual) lies
+    outside the `early` band (below its low end: surely not a knowledge question; at or above its high end:
+    surely one) is decided on it, and the lens is never computed for it (LazyFeatures); every other turn is
+    decided by the full read. Held out, the cascade decides as the full read does while most turns end early
+    (data/<model>/applicability.md).
     """
 
     # Strong regularisation, sources weighed equally. Chosen by leave-one-source-out on both shipped models
     # (training/evaluate_applicability.py --C; data/<model>/applicability_C.md): 1e-2 separates SmolLM2's held-out
     # sources a little better (AUROC 0.989 vs 0.986) but Qwen's (579 chat turns) much worse (0.940 vs 0.970).
-    # early_exit: chosen on held-out sources (data/smollm2-135m-instruct/README.md): at 0.05 no held-out turn's
-    # decision changed, and 93% of chat turns exited early; 0 turns the cascade off.
-    defaults = dict(C=(1e-3,), clip=6.0, early_exit=0.05)
+    # early: chosen on held-out sources (data/smollm2-135m-instruct/README.md): at (0.05, 0.99) no held-out turn's
+    # decision changed, and ~92% of chat turns and of knowledge questions ended early; (0, inf) turns it off.
+    defaults = dict(C=(1e-3,), clip=6.0, early=(0.05, 0.99))
     READS = {"": "the residual, the globals and the trajectory", "early_": "the residual alone"}
 
     def __init__(self, signature: dict | None = None, **hyperparams):
@@ -67,7 +68,7 @@ class Applicability:
         y_tr, y_va = np.asarray(y_train, int), np.asarray(y_val, int)
         weights = _balanced(y_tr, groups)
         with threadpool_limits(1):
-            for read in self.READS if self.hp["early_exit"] > 0 else ("",):
+            for read in self.READS if self._early_band_open() else ("",):
                 x_tr, x_va = self._matrix(train, read, fit=True), self._matrix(val, read)
                 fits = [LogisticRegression(C=C, max_iter=2000).fit(x_tr, y_tr, sample_weight=weights)
                         for C in self.hp["C"]]
@@ -90,24 +91,32 @@ class Applicability:
         a, b = self.state[f"{read}platt"]
         return 1.0 / (1.0 + np.exp(-(a * self.decision_function(feats, read).astype(np.float64) + b)))
 
+    def _early_band_open(self) -> bool:
+        low, high = self.hp["early"]
+        return low > 0 or high <= 1
+
     @property
     def cascades(self) -> bool:
         """Whether the early read decides first (checkpoints from before it have none)."""
-        return self.hp["early_exit"] > 0 and "early_coef" in self.state
+        return self._early_band_open() and "early_coef" in self.state
+
+    def _decided_early(self, early: np.ndarray) -> np.ndarray:
+        low, high = self.hp["early"]
+        return (early < low) | (early >= high)
 
     def exits_early(self, feats: Features) -> np.ndarray:
-        """[B] bool: the turns the early read passes on its own (the lens is not needed for them)."""
+        """[B] bool: the turns the early read decides on its own (the lens is not needed for them)."""
         if not self.cascades:
             return np.zeros(len(feats.hidden), bool)
-        return self.read_proba(feats, "early_") < self.hp["early_exit"]
+        return self._decided_early(self.read_proba(feats, "early_"))
 
     def predict_proba(self, feats: Features) -> np.ndarray:
-        """Calibrated P(factual), shape [B]: the early read's where it exits early, else the full read's."""
-        early = self.read_proba(feats, "early_") if self.cascades else None
-        if early is not None and (early < self.hp["early_exit"]).all():
-            return early
-        full = self.read_proba(feats, "")
-        return full if early is None else np.where(early < self.hp["early_exit"], early, full)
+        """Calibrated P(factual), shape [B]: the early read's where it decides, else the full read's."""
+        if not self.cascades:
+            return self.read_proba(feats, "")
+        early = self.read_proba(feats, "early_")
+        decided = self._decided_early(early)
+        return early if decided.all() else np.where(decided, early, self.read_proba(feats, ""))
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)

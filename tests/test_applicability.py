@@ -2,6 +2,8 @@
 models; the shipped head passes non-knowledge turns and gates knowledge questions on the real default model."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -40,11 +42,15 @@ def _lazy(feats: Features) -> LazyFeatures:
     return LazyFeatures(feats.hidden, feats.message, lambda: feats)
 
 
-def test_the_early_read_passes_turns_without_the_trajectory(fitted):
+def test_the_early_read_decides_sure_turns_without_the_trajectory(fitted):
     head, te, _ = fitted
+    head = copy.copy(head)  # a band the synthetic turns fall on both sides of
+    head.hp = {**head.hp, "early": (0.2, 0.8)}
     early, p, full = head.exits_early(te), head.predict_proba(te), head.read_proba(te)
+    low, high = head.hp["early"]
     assert head.cascades and 0 < early.sum() < len(early)
-    assert (p[early] < head.hp["early_exit"]).all() and np.array_equal(p[~early], full[~early])
+    assert ((p[early] < low) | (p[early] >= high)).all() and (p[early] < low).any() and (p[early] >= high).any()
+    assert np.array_equal(p[~early], full[~early])
     for i in range(len(p)):  # one turn at a time, as served: the lens is read only where the early read is unsure
         lazy = _lazy(te[i:i + 1])
         assert np.isclose(head.predict_proba(lazy)[0], p[i]) and lazy.lens_read == (not early[i])
@@ -85,9 +91,10 @@ def test_shipped_head_on_the_real_model(engine):
         p = head.predict_proba(probe.features)
         assert ((p >= FACTUAL_THRESHOLD) == factual).all(), (factual, [(c[-1]["content"], round(float(q), 3))
                                                          for c, q in zip(conversations, p)])
-    # Served, a greeting and a writing task pass on the residual read alone: their lens is never computed.
+    # Served, a greeting and a writing task pass, and a trivia question is gated, on the residual read alone:
+    # their lens is never computed.
     for conversation in (*TURNS[False][:2], TURNS[True][0]):
         prompt = engine.prompt(conversation)
         read = engine.read(engine.tokens(prompt), probe=True, span=engine.span(prompt, conversation))
         served = head.predict_proba(read.features)[0]
-        assert read.features.lens_read == (served >= FACTUAL_THRESHOLD), (conversation[-1]["content"], served)
+        assert not read.features.lens_read, (conversation[-1]["content"], served)

@@ -127,8 +127,9 @@ def table(result: dict) -> str:
                      f"{m['passed']:.1%} ± {m['passed_sd']:.1%} · gated {m['gated']:.1%} ± {m['gated_sd']:.1%} · AUROC {m['auroc']:.3f} · balanced ECE {m['ece']:.3f} |" + " |" * len(others))
     if "early_exit" in result:
         e = result["early_exit"]
-        lines += ["", f"Early exits (the residual read alone below {e['threshold']:g}, no lens computed): "
-                      f"{e['chat']:.1%} of held-out chat turns, {e['knowledge']:.1%} of held-out knowledge questions."]
+        lines += ["", f"Decided early (the residual read alone below {e['band'][0]:g} or at {e['band'][1]:g} and "
+                      f"above, no lens computed): {e['chat']:.1%} of held-out chat turns, {e['knowledge']:.1%} of "
+                      f"held-out knowledge questions."]
     for title, key in (("Not knowledge questions, gated anyway", "gated_but_not_knowledge"),
                        ("Knowledge questions that passed", "passed_but_knowledge")):
         lines += ["", f"**Failure cases — {title}** (most confident first):", "",
@@ -170,9 +171,9 @@ def evaluate(directory: Path, out: Path, limit: int | None = None, threshold: fl
                           f"mean over {draws} inner validation draws",
               "methods": methods, "failures": failures(rows, y, preds[0]["applicability"], threshold)}
     if EARLY_READ in preds[0]:  # the cascade: which turns its early read decides alone (no lens computed)
-        cut = Applicability.defaults["early_exit"]
-        exits = [p[EARLY_READ] < cut for p in preds]
-        result["early_exit"] = {"threshold": cut, "chat": float(np.mean([e[y == 0].mean() for e in exits])),
+        low, high = Applicability.defaults["early"]
+        exits = [(p[EARLY_READ] < low) | (p[EARLY_READ] >= high) for p in preds]
+        result["early_exit"] = {"band": [low, high], "chat": float(np.mean([e[y == 0].mean() for e in exits])),
                                 "knowledge": float(np.mean([e[y == 1].mean() for e in exits]))}
     out.mkdir(parents=True, exist_ok=True)
     (out / "applicability.json").write_text(json.dumps(result, indent=1))
