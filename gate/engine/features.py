@@ -44,7 +44,7 @@ class Features:
 class LazyFeatures(Features):
     """A served turn's features: the residual reads at once, the lens trajectory (layer, globals, top_tokens)
     only when something reads it. Heads that read the residual alone (the sidecar; the applicability head's
-    early read, which passes most chat turns) then decide without waiting for the lens."""
+    early read, which decides most turns) then decide without waiting for the lens."""
 
     def __init__(self, hidden: np.ndarray, message: np.ndarray, full: Callable[[], Features]):
         self.hidden, self.message, self._full, self._done = hidden, message, full, None

@@ -6,8 +6,8 @@ with continuous batching. The worker extension (vllm_worker.py) reads the probe'
 prefill, pushes its residual reads as soon as the forward has read it, computes the rest of its features off the
 forward's critical path and pushes them too, as small arrays through a pipe (an authenticated Unix socket) that a
 reader thread here hands to the waiting turn. The turn waits for the rest only if a head reads it
-(LazyFeatures: the applicability head's early read passes most chat turns on the residual alone). A turn that will generate
-sends its own sampling with the probe, so the probe request is the plain reply: while the turn decides, it
+(LazyFeatures: the applicability head's early read decides most turns on the residual alone). A turn that will
+generate sends its own sampling with the probe, so the probe request is the plain reply: while the turn decides, it
 goes on decoding, and a turn that passes (no seed) streams it on — one request, one prefill, as in `off` mode.
 Any other turn aborts it (a token or two decoded in vain) and sends the generation request, prompt + seed,
 which reuses the prompt's KV blocks through prefix caching (only the tail after the last full block and the
@@ -191,6 +191,7 @@ class VllmEngine(TurnEngine):
             features.layer  # the probe view shows everything: wait for it now
         plain = None if params is None else (_Stream(self._loop, task, out), params)
         return _Read(self, ids, features, lens[0] if lens else None, plain, key)
+
     def stream(self, ids: list[int], params: SamplingParams) -> Iterator[int]:
         """Generated ids of one request, as they come; closing the iterator aborts the request in vLLM."""
         out: queue.SimpleQueue = queue.SimpleQueue()
@@ -209,10 +210,11 @@ class VllmEngine(TurnEngine):
 
     async def _probe(self, ids: list[int], lens_top: int, span: Span, params: SamplingParams | None,
                      out: queue.SimpleQueue | None) -> tuple[str, bytes, asyncio.Future, asyncio.Task]:
-        """The prompt's prefill with the gate's hooks, then its residual reads (the future of the rest of its
-        features, pushed later under the same key). Its own forward computes the last K positions and the latest user message (`span`),
-        the rest may come from the prefix cache. Without `params` the probe is one greedy token (the probe view);
-        with them it is the turn's plain reply, whose tokens go on to `out` while the turn decides."""
+        """The prompt's prefill with the gate's hooks, then its residual reads (and the future of the rest of its
+        features, pushed later under the same key). Its own forward computes the last K positions and the latest
+        user message (`span`), the rest may come from the prefix cache. Without `params` the probe is one greedy
+        token (the probe view); with them it is the turn's plain reply, whose tokens go on to `out` while the turn
+        decides."""
         from vllm import SamplingParams as VllmParams
         key = uuid.uuid4().hex
         compute = max(self.features.positions, len(ids) - span[0])

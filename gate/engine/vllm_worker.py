@@ -13,12 +13,12 @@ a feature thread computes them (on the CPU cores vLLM left to its front end, whe
 engine runs its next steps, one probe at a time. Its logit lens, most of the work, starts during the forward
 that computes the probe's last position: each group of layers goes to the feature thread as soon as the
 forward has passed it, so only the last group's lens is left when the forward ends (what a turn waits for when
-the residual reads, sent first, do not settle it). The thread pushes each probe's features as small float16 arrays packed in bytes
-through a pipe the main process reads (vllm_engine.py), without an RPC that would wait behind a busy engine
-step. The residual reads go first, from the step itself, as soon as a probe's last position is read: the
-heads that read only the residual stream (the sidecar, the applicability head's early read) decide on them
-without waiting for the lens. Only rank 0 computes (tensor parallel: the residual stream and the MLP write are whole on every rank;
-the vocabulary-sharded unembedding is gathered).
+its residual reads, sent first, do not settle it). The thread pushes each probe's features as small float16
+arrays packed in bytes through a pipe the main process reads (vllm_engine.py), without an RPC that would wait
+behind a busy engine step. The residual reads go first, from the step itself, as soon as a probe's last position
+is read: the heads that read only the residual stream (the sidecar, the applicability head's early read) decide
+on them without waiting for the lens. Only rank 0 computes (tensor parallel: the residual stream and the MLP
+write are whole on every rank; the vocabulary-sharded unembedding is gathered).
 """
 from __future__ import annotations
 
@@ -306,7 +306,7 @@ class GateWorkerExtension:
                 reading.acts[s][:, slot] = x[:, r]
             reading.filled.add(slot)
         for req_id in [k for k, r in self._gate_open.items() if len(r.filled) == r.width]:
-            reading = self._gate_open.pop(req_id)  # all positions read: its residual reads now, the rest after its lens
+            reading = self._gate_open.pop(req_id)  # all read: its residual reads now, the rest after its lens
             self._gate_send(reading, RESIDUAL, self._gate_residual)
             self._gate_queue.put(lambda reading=reading: self._gate_send(reading, FULL, self._gate_finish))
         return out
