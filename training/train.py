@@ -30,12 +30,22 @@ def ensure_splits(directory: Path, rows: list[dict], seed: int, resplit: bool = 
     return load_splits(path, rows)
 
 
+def checkpoint_reads(directory: Path) -> list[str] | None:
+    """The reads of the sidecar already saved in `directory` (None if there is none): retraining a model keeps
+    the reads chosen for it (the Qwen checkpoint reads `hidden + layers`, the default model `hidden`)."""
+    config = directory / "config.json"
+    return json.loads(config.read_text())["hyperparams"]["reads"] if config.exists() else None
+
+
 def main(argv: list[str] | None = None) -> Sidecar:
     ap = dataset_parser("python -m training.train", __doc__)
     ap.add_argument("--out", type=Path, help="checkpoint folder (default: <sidecar_dir>/<model-slug>)")
     ap.add_argument("--seed", type=int, default=0, help="split seed (default: %(default)s)")
     ap.add_argument("--resplit", action="store_true", help="remake splits.json even if it exists")
     ap.add_argument("--seeds", type=int, default=Sidecar.defaults["seeds"], help="ensemble size (default: %(default)s)")
+    ap.add_argument("--reads", nargs="+", choices=Sidecar.READS,
+                    help="the sidecar's reads (default: those of the checkpoint already in the output folder, chosen "
+                         "for that model by training.select_reads; else " + " + ".join(Sidecar.defaults["reads"]) + ")")
     args = ap.parse_args(argv)
 
     settings = step_settings(args)
@@ -45,13 +55,14 @@ def main(argv: list[str] | None = None) -> Sidecar:
     y = np.array([r["label"] if f else 0 for r, f in zip(rows, factual)], dtype=int)
     split = ensure_splits(directory, rows, args.seed, args.resplit)["random"]
     knowledge = {k: v[factual[v]] for k, v in split.items()}
+    out = args.out or sidecar_dir(settings, meta["signature"]["model_id"])
+    reads = tuple(args.reads or checkpoint_reads(out) or Sidecar.defaults["reads"])
     t0 = time.perf_counter()
-    sc = Sidecar(signature=meta["signature"], seeds=args.seeds).fit(
+    sc = Sidecar(signature=meta["signature"], seeds=args.seeds, reads=reads).fit(
         feats[knowledge["train"]], y[knowledge["train"]], feats[knowledge["val"]], y[knowledge["val"]])
     sources = np.array([r["source"] for r in rows])
     head = Applicability(meta["signature"]).fit(feats[split["train"]], factual[split["train"]],
                                                 feats[split["val"]], factual[split["val"]], groups=sources[split["train"]])
-    out = args.out or sidecar_dir(settings, meta["signature"]["model_id"])
     sc.save(out)
     head.save(out)
     for part in ("val", "test"):
@@ -59,7 +70,8 @@ def main(argv: list[str] | None = None) -> Sidecar:
         print(f"{part}: P(knows) AUROC {roc_auc_score(y[idx], sc.predict_proba(feats[idx])):.3f} (n={len(idx)}, "
               f"positives={int(y[idx].sum())}); P(factual) AUROC "
               f"{roc_auc_score(factual[all_idx], head.predict_proba(feats[all_idx])):.3f} (n={len(all_idx)})")
-    print(f"trained in {time.perf_counter() - t0:.1f}s on {len(split['train'])} examples; saved {out}")
+    print(f"trained in {time.perf_counter() - t0:.1f}s on {len(split['train'])} examples (reads: {' + '.join(reads)}); "
+          f"saved {out}")
     return sc
 
 
