@@ -44,7 +44,7 @@ class Applicability:
     # early: chosen on held-out sources (data/smollm2-135m-instruct/README.md): at (0.05, 0.99) no held-out turn's
     # decision changed, and ~92% of chat turns and of knowledge questions ended early; (0, inf) turns it off.
     defaults = dict(C=(1e-3,), clip=6.0, early=(0.05, 0.99))
-    READS = {"": "the residual, the globals and the trajectory", "early_": "the residual alone"}
+    READS = ("", "early_")  # state key prefixes: the full read, the early read (the residual alone)
 
     def __init__(self, signature: dict | None = None, **hyperparams):
         self.hp = {**self.defaults, **hyperparams}
@@ -100,22 +100,18 @@ class Applicability:
         """Whether the early read decides first (checkpoints from before it have none)."""
         return self._early_band_open() and "early_coef" in self.state
 
-    def _decided_early(self, early: np.ndarray) -> np.ndarray:
-        low, high = self.hp["early"]
-        return (early < low) | (early >= high)
-
     def exits_early(self, feats: Features) -> np.ndarray:
         """[B] bool: the turns the early read decides on its own (the lens is not needed for them)."""
         if not self.cascades:
             return np.zeros(len(feats.hidden), bool)
-        return self._decided_early(self.read_proba(feats, "early_"))
+        return decided_early(self.read_proba(feats, "early_"), self.hp["early"])
 
     def predict_proba(self, feats: Features) -> np.ndarray:
         """Calibrated P(factual), shape [B]: the early read's where it decides, else the full read's."""
         if not self.cascades:
             return self.read_proba(feats, "")
         early = self.read_proba(feats, "early_")
-        decided = self._decided_early(early)
+        decided = decided_early(early, self.hp["early"])
         return early if decided.all() else np.where(decided, early, self.read_proba(feats, ""))
 
     def save(self, directory: str | Path) -> None:
@@ -136,6 +132,11 @@ class Applicability:
         with np.load(directory / FILE, allow_pickle=False) as z:
             out.state = {k: z[k] for k in z.files}
         return out
+
+
+def decided_early(early: np.ndarray, band: tuple[float, float]) -> np.ndarray:
+    """[B] bool: the turns whose early P(factual) lies outside `band`, which the early read decides alone."""
+    return (early < band[0]) | (early >= band[1])
 
 
 def _balanced(y: np.ndarray, groups: np.ndarray | None) -> np.ndarray:

@@ -18,7 +18,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from gate.applicability import Applicability
+from gate.applicability import Applicability, decided_early
 from gate.config import FACTUAL_THRESHOLD
 from gate.engine.features import Features
 from training.baselines import without_message
@@ -171,9 +171,9 @@ def evaluate(directory: Path, out: Path, limit: int | None = None, threshold: fl
                           f"mean over {draws} inner validation draws",
               "methods": methods, "failures": failures(rows, y, preds[0]["applicability"], threshold)}
     if EARLY_READ in preds[0]:  # the cascade: which turns its early read decides alone (no lens computed)
-        low, high = Applicability.defaults["early"]
-        exits = [(p[EARLY_READ] < low) | (p[EARLY_READ] >= high) for p in preds]
-        result["early_exit"] = {"band": [low, high], "chat": float(np.mean([e[y == 0].mean() for e in exits])),
+        band = Applicability.defaults["early"]
+        exits = [decided_early(p[EARLY_READ], band) for p in preds]
+        result["early_exit"] = {"band": list(band), "chat": float(np.mean([e[y == 0].mean() for e in exits])),
                                 "knowledge": float(np.mean([e[y == 1].mean() for e in exits]))}
     out.mkdir(parents=True, exist_ok=True)
     (out / "applicability.json").write_text(json.dumps(result, indent=1))

@@ -54,14 +54,15 @@ class LazyFeatures(Features):
         """Whether the lens trajectory was computed (or waited for)."""
         return self._done is not None
 
-    def _rest(self) -> Features:
+    def full(self) -> Features:
+        """All the features: computes (or waits for) the lens trajectory the first time."""
         if self._done is None:
             self._done = self._full()
         return self._done
 
-    layer = property(lambda self: self._rest().layer)
-    globals = property(lambda self: self._rest().globals)
-    top_tokens = property(lambda self: self._rest().top_tokens)
+    layer = property(lambda self: self.full().layer)
+    globals = property(lambda self: self.full().globals)
+    top_tokens = property(lambda self: self.full().top_tokens)
 
 
 def band_layers(num_layers: int, band: tuple[float, float]) -> slice:

@@ -188,7 +188,7 @@ class VllmEngine(TurnEngine):
 
         features = LazyFeatures(*unpack_residual(residual), rest)
         if lens_top:
-            features.layer  # the probe view shows everything: wait for it now
+            features.full()  # the probe view shows everything: wait for it now
         plain = None if params is None else (_Stream(self._loop, task, out), params)
         return _Read(self, ids, features, lens[0] if lens else None, plain, key)
 

@@ -104,35 +104,42 @@ def vllm_arch(model: nn.Module, hf_config: Any) -> ArchMap:
                    num_layers=text.num_hidden_layers, hidden_size=text.hidden_size, vocab_size=text.vocab_size)
 
 
-def pack(features: Features, lens: tuple[torch.Tensor, torch.Tensor] | None) -> bytes:
-    """One probe's features (and lens top-k) as bytes: small arrays, no pickle."""
-    arrays = {"layer": features.layer, "globals": features.globals, "hidden": features.hidden,
-              "top_tokens": features.top_tokens, "message": features.message}
-    if lens is not None:
-        arrays |= {"lens_ids": lens[0].cpu().numpy(), "lens_p": lens[1].float().cpu().numpy()}
+def _npz(**arrays: np.ndarray) -> bytes:
+    """Small arrays as bytes, no pickle."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
 
 
+def _arrays(blob: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def pack(features: Features, lens: tuple[torch.Tensor, torch.Tensor] | None) -> bytes:
+    """One probe's features (and lens top-k) as bytes."""
+    arrays = {"layer": features.layer, "globals": features.globals, "hidden": features.hidden,
+              "top_tokens": features.top_tokens, "message": features.message}
+    if lens is not None:
+        arrays |= {"lens_ids": lens[0].cpu().numpy(), "lens_p": lens[1].float().cpu().numpy()}
+    return _npz(**arrays)
+
+
 def unpack(blob: bytes) -> tuple[Features, tuple[np.ndarray, np.ndarray] | None]:
     """The inverse of `pack`, in the main process."""
-    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-        features = Features(z["layer"], z["globals"], z["hidden"], z["top_tokens"], z["message"])
-        lens = (z["lens_ids"], z["lens_p"]) if "lens_ids" in z.files else None
-    return features, lens
+    z = _arrays(blob)
+    features = Features(z["layer"], z["globals"], z["hidden"], z["top_tokens"], z["message"])
+    return features, ((z["lens_ids"], z["lens_p"]) if "lens_ids" in z else None)
 
 
 def pack_residual(hidden: np.ndarray, message: np.ndarray) -> bytes:
-    """A probe's residual reads (`residual_features`) as bytes."""
-    buf = io.BytesIO()
-    np.savez(buf, hidden=hidden, message=message)
-    return buf.getvalue()
+    """A probe's residual reads (`residual_features`) as bytes: sent before the rest of its features."""
+    return _npz(hidden=hidden, message=message)
 
 
 def unpack_residual(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-        return z["hidden"], z["message"]
+    z = _arrays(blob)
+    return z["hidden"], z["message"]
 
 
 @dataclass
