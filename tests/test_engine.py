@@ -189,9 +189,10 @@ def test_message_span_is_the_latest_user_message(engine):
     # The read is the plain average of the model's own hidden states over that span, at the message depth.
     got = engine.probe([prompt], [(start, end)]).features.message[0, 0].astype(np.float32)
     with torch.inference_mode():
-        states = engine.model(torch.tensor([engine.tokens(prompt)]), output_hidden_states=True).hidden_states
+        ids = torch.tensor([engine.tokens(prompt)], device=engine.device)
+        states = engine.model(ids, output_hidden_states=True).hidden_states
     layer = hidden_layer_indices(engine.arch.num_layers, engine.features.message_depths)[0]
-    want = states[layer + 1][0, start:end].float().mean(0).numpy()
+    want = states[layer + 1][0, start:end].float().mean(0).cpu().numpy()
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=2e-2)
 
 
