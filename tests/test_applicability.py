@@ -73,12 +73,17 @@ def _user(text: str) -> list[dict]:
 CODE = [*_user("Write a Python function that adds two numbers."),
         {"role": "assistant", "content": "def add(a, b):\n    return a + b"}, *_user("Now make it multiply.")]
 CAPITALS = [*_user("What is the capital of France?"), {"role": "assistant", "content": "Paris."}, *_user("And Germany?")]
+JOKE = [*_user("Tell me a joke."), {"role": "assistant", "content": "Why did the chicken cross the road? To get to the "
+                                                                  "other side!"}]
 TURNS = {
     False: [_user("Hi! How are you today?"), _user("Write a haiku about autumn."),
             _user("Write a Python function that reverses a string."), _user("Translate to French: I like to read books."),
-            _user("My name is Priya and I live in Leeds. Where do I live?"), CODE],
+            _user("My name is Priya and I live in Leeds. Where do I live?"), CODE,
+            [*JOKE, *_user("Haha. Now tell me one about cats.")]],
     True: [_user("What is the capital of Australia?"), _user("Who wrote the novel Moby-Dick?"),
-           _user("Which element has the symbol Fe?"), CAPITALS],
+           _user("Which element has the symbol Fe?"), CAPITALS,
+           # a question after chit-chat, opened by a reaction: passed (P 0.03) before the `aside` variant
+           [*JOKE, *_user("Haha. By the way, who wrote Hamlet?")]],
 }
 
 

@@ -52,6 +52,9 @@ def test_applicability_held_out_sources(tmp_path):
     assert head["n_chat"] > 0 and head["n_factual"] > 0 and head["kinds"] >= 5 and head["passed_sd"] >= 0.0
     # Each source was scored by a head that never saw it, and still separates the kinds of turns.
     assert head["auroc"] > 0.9 and head["passed"] > 0.8 and head["gated"] > 0.8
+    # Knowledge questions are also reported by how they were asked (plainly, or as a variant of their source's).
+    variants = head["by_variant"]
+    assert "plain" in variants and sum(v["n"] for v in variants.values()) == head["n_factual"]
     assert "| **all, applicability** |" in (tmp_path / "applicability.md").read_text()
 
 

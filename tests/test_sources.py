@@ -32,6 +32,19 @@ def test_variants_keep_source_golds_and_come_back_by_id(variant):
     assert all(back[t.id].question == t.question and back[t.id].history == t.history for t in turns)
 
 
+def test_an_aside_turns_from_chit_chat_to_the_base_question():
+    """`aside`: a reaction or change of topic, then the base question (same golds), after a chatterbot exchange."""
+    from training.sources import red_trivia
+    from training.variants import _ASIDES, _chit_chat
+    base = {t.id: t for t in red_trivia()}
+    exchanges = {(u, b) for u, b in _chit_chat()}
+    for t in load_examples({"red~aside": 40}, seed=2):
+        asked = base[t.id.removesuffix("~aside")]
+        q = asked.question
+        assert t.golds == asked.golds and t.question in {a.format(q=q, lq=q[:1].lower() + q[1:]) for a in _ASIDES}
+        assert (t.history[0]["content"], t.history[1]["content"]) in exchanges
+
+
 def test_new_knowledge_sources_load():
     for name in ("fanoutqa", "freshqa", "cbtrivia", "redfandom", "naturalqs", "jeopardy"):
         turns = load_examples({name: 30})

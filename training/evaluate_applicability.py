@@ -91,10 +91,19 @@ def summarise(rows: list[dict], y: np.ndarray, p: np.ndarray, threshold: float) 
     for k in sorted({r["category"] for r, c in zip(rows, chat) if c}):
         sel = chat & np.array([r["category"] == k for r in rows])
         kinds[k] = {"n": int(sel.sum()), "passed": float((p[sel] < threshold).mean())}
-    return {"threshold": threshold, "by_source": per_source, "by_kind": kinds,
+    asked = np.array([variant_of(r["id"]) for r in rows])
+    variants = {v: {"n": int(sel.sum()), "gated": float((p[sel] >= threshold).mean()),
+                    "sources": sorted({r["source"] for r, s in zip(rows, sel) if s})}
+                for v in sorted(set(asked[~chat])) for sel in [~chat & (asked == v)]}
+    return {"threshold": threshold, "by_source": per_source, "by_kind": kinds, "by_variant": variants,
             "passed": float((p[chat] < threshold).mean()), "n_chat": int(chat.sum()), "kinds": len(kinds),
             "gated": float((p[~chat] >= threshold).mean()), "n_factual": int((~chat).sum()),
             "auroc": auroc(y, p), "ece": ece(y, p, weights=balanced_weights(y))}
+
+
+def variant_of(example_id: str) -> str:
+    """How a knowledge question was asked: its variant (training/variants.py, after "~" in its id) or "plain"."""
+    return example_id.partition("~")[2] or "plain"
 
 
 def failures(rows: list[dict], y: np.ndarray, p: np.ndarray, threshold: float, n: int = 8) -> dict:
@@ -125,6 +134,10 @@ def table(result: dict) -> str:
     for name, m in (("applicability", gate), *((o, methods[o]) for o in others)):
         lines.append(f"| **all, {name}** | {m['kinds']} kinds | {m['n_chat']} + {m['n_factual']} | passed "
                      f"{m['passed']:.1%} ± {m['passed_sd']:.1%} · gated {m['gated']:.1%} ± {m['gated_sd']:.1%} · AUROC {m['auroc']:.3f} · balanced ECE {m['ece']:.3f} |" + " |" * len(others))
+    lines += ["", "Knowledge questions by how they were asked (each held out with its source: a variant only one source "
+                  "has, like `aside`, is scored by a head that never saw it):", "",
+              "| asked | sources | n | gated |", "|---|---|---|---|"]
+    lines += [f"| {v} | {', '.join(g['sources'])} | {g['n']} | {g['gated']:.1%} |" for v, g in gate["by_variant"].items()]
     if "early_exit" in result:
         e = result["early_exit"]
         lines += ["", f"Decided early (the residual read alone below {e['band'][0]:g} or at {e['band'][1]:g} and "

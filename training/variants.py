@@ -9,6 +9,9 @@ it out with its base), and its id is `<base id>~<variant>` (so shipped rows get 
 - `about`: the same kind of short follow-up ("And <x>?", "What about <x>?") on every Red list asked from a
   template — world and US state capitals, state abbreviations, element symbols — after another item of the list,
   and on other sources' questions about one attribute of one thing, after another question on that attribute.
+- `aside`: the question after a small-talk, joke, feelings or persona exchange (chatterbot), opened by a reaction or
+  a change of topic ("Haha. By the way, …"): without these, a knowledge question that follows chit-chat with a reaction read
+  like chit-chat to the applicability head (it passed "Haha. By the way, who wrote Hamlet?" after a joke).
 """
 from __future__ import annotations
 
@@ -24,6 +27,12 @@ from training.sources import Example, package_dir
 _WRAPPERS = ("Quick question: {q}", "Hey, do you know this? {q}", "I was wondering... {q}", "Can you tell me: {q}",
              "My friend and I are arguing about this. {q}", "Trivia time! {q}", "Hi! {q}", "Do you happen to know? {q}",
              "Settle a bet for me: {q}", "Random question, {q}")
+# How a user turns from chit-chat to a question (templated, a documented minority).
+_ASIDES = ("Haha. {q}", "Ha, good one. {q}", "lol. {q}", "Nice! {q}", "By the way, {lq}", "OK, thanks. {q}",
+           "Cool. Another thing: {q}", "Anyway, {lq}", "Fair enough. Different topic: {q}", "Haha. By the way, {lq}",
+           "Right. {q}", "Wow. Okay, {lq}", "Heh. Switching gears: {q}", "Ha! Random question: {q}",
+           "Good to know. Unrelated, but {lq}", "Sure. Now, {lq}", "That's funny. {q}", "I see. Changing the subject, {lq}",
+           "Okay cool. One more thing - {lq}", "Ahh, I get it. {q}")
 _CAPITAL = re.compile(r"^What is the capital (?:city )?of (?P<place>[^?]+)\?$", re.I)
 
 
@@ -49,6 +58,14 @@ def chat(ex: Example, pool: list[Example]) -> Example | None:
     openers = _greetings()
     user, reply = openers[_h(ex.id, len(openers))]
     return _with(ex, "chat", ex.question, [{"role": "user", "content": user}, {"role": "assistant", "content": reply}])
+
+
+def aside(ex: Example, pool: list[Example]) -> Example | None:
+    openers = _chit_chat()
+    user, reply = openers[_h(ex.id + "~aside", len(openers))]
+    lead = _ASIDES[_h(ex.id, len(_ASIDES))]
+    question = lead.format(q=ex.question, lq=ex.question[:1].lower() + ex.question[1:])
+    return _with(ex, "aside", question, [{"role": "user", "content": user}, {"role": "assistant", "content": reply}])
 
 
 def prev(ex: Example, pool: list[Example]) -> Example | None:
@@ -101,22 +118,25 @@ def about(ex: Example, pool: list[Example]) -> Example | None:
     return _after(ex, "about", ask, other)
 
 
-_GREETINGS: list[tuple[str, str]] = []
+@cache
+def _exchanges(*names: str) -> list[tuple[str, str]]:
+    """(user, bot) opening exchanges of these chatterbot English scripts, loaded once."""
+    base = package_dir("chatterbot_corpus", "chatterbot-corpus==1.3.3") / "data" / "english"
+    return [(str(conv_[0]), str(conv_[1])) for name in names
+            for conv_ in yaml.safe_load((base / f"{name}.yml").read_text("utf-8"))["conversations"]
+            if isinstance(conv_, list) and len(conv_) >= 2]
 
 
 def _greetings() -> list[tuple[str, str]]:
-    """(user, bot) opening exchanges from chatterbot's greetings/conversation scripts, loaded once."""
-    if not _GREETINGS:
-        base = package_dir("chatterbot_corpus", "chatterbot-corpus==1.3.3") / "data" / "english"
-        for name in ("greetings", "conversations"):
-            for conv_ in yaml.safe_load((base / f"{name}.yml").read_text("utf-8"))["conversations"]:
-                if isinstance(conv_, list) and len(conv_) >= 2:
-                    _GREETINGS.append((str(conv_[0]), str(conv_[1])))
-    return _GREETINGS
+    return _exchanges("greetings", "conversations")
+
+
+def _chit_chat() -> list[tuple[str, str]]:
+    return _exchanges("humor", "emotion", "greetings", "conversations", "botprofile", "psychology")
 
 
 VARIANTS: dict[str, Callable[[Example, list[Example]], Example | None]] = {
-    "conv": conv, "chat": chat, "prev": prev, "and": and_, "about": about}
+    "conv": conv, "chat": chat, "prev": prev, "and": and_, "about": about, "aside": aside}
 
 
 def expand(base: list[Example], variant: str) -> list[Example]:
