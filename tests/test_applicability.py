@@ -82,7 +82,7 @@ TURNS = {
             [*JOKE, *_user("Haha. Now tell me one about cats.")]],
     True: [_user("What is the capital of Australia?"), _user("Who wrote the novel Moby-Dick?"),
            _user("Which element has the symbol Fe?"), CAPITALS,
-           # a question after chit-chat, opened by a reaction: passed (P 0.03) before the `aside` variant
+           # a question after chit-chat, opened by a reaction: passed (P 0.09) before the `aside` variant
            [*JOKE, *_user("Haha. By the way, who wrote Hamlet?")]],
 }
 

@@ -35,13 +35,12 @@ def test_variants_keep_source_golds_and_come_back_by_id(variant):
 def test_an_aside_turns_from_chit_chat_to_the_base_question():
     """`aside`: a reaction or change of topic, then the base question (same golds), after a chatterbot exchange."""
     from training.sources import red_trivia
-    from training.variants import _ASIDES, _chit_chat
+    from training.variants import _ASIDES, _chit_chat, opened
     base = {t.id: t for t in red_trivia()}
     exchanges = {(u, b) for u, b in _chit_chat()}
     for t in load_examples({"red~aside": 40}, seed=2):
         asked = base[t.id.removesuffix("~aside")]
-        q = asked.question
-        assert t.golds == asked.golds and t.question in {a.format(q=q, lq=q[:1].lower() + q[1:]) for a in _ASIDES}
+        assert t.golds == asked.golds and t.question in {opened(a, asked.question) for a in _ASIDES}
         assert (t.history[0]["content"], t.history[1]["content"]) in exchanges
 
 

@@ -44,10 +44,14 @@ def _with(ex: Example, variant: str, question: str, history: list[dict] | None =
     return Example(f"{ex.id}~{variant}", ex.source, ex.category, question, ex.golds, history or [], True)
 
 
+def _exchange(user: str, reply: str) -> list[dict]:
+    """One earlier exchange, as history."""
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+
+
 def _after(ex: Example, variant: str, question: str, other: Example) -> Example:
     """`question` asked after `other` and its gold answer."""
-    return _with(ex, variant, question, [{"role": "user", "content": other.question},
-                                         {"role": "assistant", "content": f"{other.golds[0]}."}])
+    return _with(ex, variant, question, _exchange(other.question, f"{other.golds[0]}."))
 
 
 def conv(ex: Example, pool: list[Example]) -> Example | None:
@@ -57,15 +61,18 @@ def conv(ex: Example, pool: list[Example]) -> Example | None:
 def chat(ex: Example, pool: list[Example]) -> Example | None:
     openers = _greetings()
     user, reply = openers[_h(ex.id, len(openers))]
-    return _with(ex, "chat", ex.question, [{"role": "user", "content": user}, {"role": "assistant", "content": reply}])
+    return _with(ex, "chat", ex.question, _exchange(user, reply))
+
+
+def opened(lead: str, question: str) -> str:
+    """The question behind a lead-in (`{lq}`: mid-sentence, its first letter lower-cased)."""
+    return lead.format(q=question, lq=question[:1].lower() + question[1:])
 
 
 def aside(ex: Example, pool: list[Example]) -> Example | None:
     openers = _chit_chat()
     user, reply = openers[_h(ex.id + "~aside", len(openers))]
-    lead = _ASIDES[_h(ex.id, len(_ASIDES))]
-    question = lead.format(q=ex.question, lq=ex.question[:1].lower() + ex.question[1:])
-    return _with(ex, "aside", question, [{"role": "user", "content": user}, {"role": "assistant", "content": reply}])
+    return _with(ex, "aside", opened(_ASIDES[_h(ex.id, len(_ASIDES))], ex.question), _exchange(user, reply))
 
 
 def prev(ex: Example, pool: list[Example]) -> Example | None:
