@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from training import build_dataset as bd
-from gate.normalize import matches
+from gate.normalize import answer_region, matches, normalize
 from training.chat_sources import context
 from training.sources import Example, red_trivia
 from training.store import load_dataset, load_rows
@@ -127,3 +127,23 @@ def test_each_turn_is_probed_once_and_counted_once(engine, monkeypatch):
     progress: list[int] = []
     rows, _ = bd.run_chunk(engine, EXAMPLES[:2] + context()[:1], 2, 4, progress.append)
     assert sum(probed) == 3 and sum(progress) == 3 and [r["factual"] for r in rows] == [True, True, False]
+
+
+def test_a_changed_conversation_is_recomputed_and_labels_follow_the_matcher(engine, tmp_path, monkeypatch):
+    """Rows are reused by id only for the same messages (a changed template must not keep stale features), and
+    labels are recomputed from the stored answers at every merge (a matcher fix needs no generation)."""
+    from dataclasses import replace
+    bd.build(engine, EXAMPLES[:2], tmp_path, **ARGS)
+    first = load_rows(tmp_path / "examples.jsonl")
+    assert all(r["prompt"] == bd.fingerprint(ex) for r, ex in zip(first, EXAMPLES))
+
+    calls = counting(monkeypatch)
+    reworded = [replace(EXAMPLES[0], question=EXAMPLES[0].question + " Please."), EXAMPLES[1]]
+    bd.build(engine, reworded, tmp_path, **ARGS)
+    assert calls == [1]                                        # only the reworded turn, in its chunk
+
+    calls = counting(monkeypatch)
+    own = answer_region(first[1]["prediction"])
+    assert normalize(own)                                      # its own answer, as the gold, must match
+    bd.build(engine, [reworded[0], replace(reworded[1], golds=[own])], tmp_path, **ARGS)
+    assert calls == [] and load_rows(tmp_path / "examples.jsonl")[1]["label"] == 1

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from gate.normalize import answer_region, gold_in_question, matches, normalize, number_to_words
+from gate.normalize import answer_region, canonical, gold_in_question, matches, normalize, number_to_words
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -11,7 +11,8 @@ from gate.normalize import answer_region, gold_in_question, matches, normalize, 
     ("  A  tale of Two   Cities. ", "tale of two cities"),
     ("Côte d'Ivoire", "cote d ivoire"),
     ("1,000,000 people", "1000000 people"),
-    ("3.14", "3 14"),
+    ("3.14", "3.14"),                   # a decimal stays one token
+    ("In 1990. Then", "in 1990 then"),
     ("an Apple", "apple"),
 ])
 def test_normalize(text, expected):
@@ -31,10 +32,22 @@ def test_normalize(text, expected):
     ("London\nParis is also nice.", ["Paris"], False),          # only the first line states the answer
     ("\n\nParis", ["Paris"], True),                              # leading blank lines skipped
     ("It is 17 years old.", ["seven"], False),
+    ("It was built in 201 BC.", ["2"], False),                  # no number matches a piece of another
+    ("It was built in two hundred one BC.", ["2"], False),
+    ("It measures 102.5 metres.", ["5"], False),
+    ("It measures 102.5 metres.", ["102.5"], True),
+    ("Water boils at 100.0 degrees.", ["100"], True),          # trailing zeros do not make another number
+    ("The rate is 1.50%.", ["1.5%"], True),
+    ("The score was twenty one.", ["one"], False),
     ("", ["Paris"], False),
 ])
 def test_matches(answer, golds, label):
     assert matches(answer, golds) is label
+
+
+def test_canonical_writes_number_words_as_digits():
+    assert canonical("Twenty-one guns, not twenty") == "21 guns not 20"
+    assert canonical("The One Show") == "1 show"
 
 
 def test_number_words():

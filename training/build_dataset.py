@@ -6,8 +6,10 @@ Knowledge questions (`factual`) are answered and labelled; chat turns that are n
 
 Resumable: examples are processed in fixed chunks, each saved atomically under data/<slug>/build/; a
 restart skips finished chunks, so a build killed at any point loses at most the chunk in flight. Rows already
-in the folder's merged dataset (same model and settings) are reused by id, so adding sources computes only
-the new examples.
+in the folder's merged dataset (same model and settings) are reused by id — only while the conversation they
+were computed for is unchanged (each row keeps a fingerprint of its messages) — so adding sources computes only
+the new examples. Labels are recomputed at every merge from the stored answers, so a fix to the answer matcher
+needs no new generation.
 """
 from __future__ import annotations
 
@@ -55,6 +57,23 @@ def messages_of(ex: Example) -> list[dict]:
     return ex.messages(user_text(ex))
 
 
+def fingerprint(ex: Example) -> str:
+    """What a row's features and answer were computed from: the messages as asked. A changed template or source
+    text gives another fingerprint, so the row is recomputed instead of reused by its id."""
+    return hashlib.sha1(json.dumps(messages_of(ex), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def same_turn(row: dict, ex: Example) -> bool:
+    """The row was computed for this example's conversation (rows from before fingerprints are trusted)."""
+    return row.get("prompt", fingerprint(ex)) == fingerprint(ex)
+
+
+def labelled(row: dict, ex: Example) -> dict:
+    """The row with its label (knowledge questions only) and fingerprint from the current matcher and example."""
+    return {**row, "prompt": fingerprint(ex),
+            "label": int(matches(row["prediction"], ex.golds)) if ex.factual else None}
+
+
 def dataset_meta(engine, max_new_tokens: int) -> dict:
     """What the features were computed with; a sidecar trained on them must match the serving engine."""
     from gate.sidecar import model_signature
@@ -72,7 +91,8 @@ def run_chunk(engine, examples: list[Example], batch_size: int, max_new_tokens: 
     answered = answered or {}
     messages = [messages_of(ex) for ex in examples]
     prompts = [engine.prompt(m) for m in messages]
-    preds: dict[int, str] = {i: answered[ex.id]["prediction"] for i, ex in enumerate(examples) if ex.id in answered}
+    preds: dict[int, str] = {i: answered[ex.id]["prediction"] for i, ex in enumerate(examples)
+                             if ex.id in answered and same_turn(answered[ex.id], ex)}
     feats: dict[int, object] = {}
     to_answer = {i for i, ex in enumerate(examples) if ex.factual and i not in preds}  # fixed before any is answered
     for answer in (True, False):
@@ -87,8 +107,8 @@ def run_chunk(engine, examples: list[Example], batch_size: int, max_new_tokens: 
                 preds[i], feats[i] = answers[j], probe.features[j:j + 1]
             del probe
             progress(len(idx))
-    rows = [{**ex.to_dict(), "short": ex.factual and wants_short(ex.id), "prediction": preds[i],
-             "label": int(matches(preds[i], ex.golds)) if ex.factual else None} for i, ex in enumerate(examples)]
+    rows = [labelled({**ex.to_dict(), "short": ex.factual and wants_short(ex.id), "prediction": preds[i]}, ex)
+            for i, ex in enumerate(examples)]
     return rows, concat([feats[i] for i in range(len(examples))])
 
 
@@ -126,16 +146,16 @@ def previous_rows(folders: list[Path], meta: dict) -> tuple[dict[str, tuple[dict
 
 def reuse_or_run(engine, chunk: list[Example], known: dict, batch_size: int, max_new_tokens: int,
                  progress: Callable[[int], object] = lambda n: None, answered: dict[str, dict] | None = None):
-    """A chunk's rows and features: reused where the id is known, computed for the rest (probed only where
-    `answered` has the answer)."""
-    todo = [ex for ex in chunk if ex.id not in known]
+    """A chunk's rows and features: reused where the id is known for the same conversation, computed for the
+    rest (probed only where `answered` has the answer)."""
+    todo = [ex for ex in chunk if ex.id not in known or not same_turn(known[ex.id][0], ex)]
     progress(len(chunk) - len(todo))
     fresh: dict[str, tuple[dict, object]] = {}
     if todo:
         rows, feats = run_chunk(engine, todo, batch_size, max_new_tokens, progress, answered)
         fresh = {r["id"]: (r, feats[k:k + 1]) for k, r in enumerate(rows)}
     got = [fresh.get(ex.id) or known[ex.id] for ex in chunk]
-    return [r for r, _ in got], concat([f for _, f in got]), len(todo)
+    return [labelled(r, ex) for (r, _), ex in zip(got, chunk)], concat([f for _, f in got]), len(todo)
 
 
 def check_manifest(build_dir: Path, manifest: dict) -> None:
@@ -151,13 +171,21 @@ def check_manifest(build_dir: Path, manifest: dict) -> None:
 
 
 def finished(build_dir: Path, k: int, chunk: list[Example], meta: dict) -> bool:
-    """A chunk is done when both files exist and hold exactly the expected examples, computed with these
-    settings (a changed --limit or seed changes the chunk, which is then recomputed)."""
+    """A chunk is done when both files exist and hold exactly the expected examples' conversations, computed with
+    these settings (a changed --limit, seed or template changes the chunk, which is then recomputed)."""
     jsonl, npz = chunk_paths(build_dir, k)
-    if not (jsonl.exists() and npz.exists()) or [r["id"] for r in load_rows(jsonl)] != [e.id for e in chunk]:
+    if not (jsonl.exists() and holds(npz, [e.id for e in chunk], meta)):
+        return False
+    rows = load_rows(jsonl)
+    return [r["id"] for r in rows] == [e.id for e in chunk] and all(map(same_turn, rows, chunk))
+
+
+def holds(npz: Path, ids: list[str], meta: dict) -> bool:
+    """The features file exists and holds these rows, computed with these settings."""
+    if not npz.exists():
         return False
     with np.load(npz, allow_pickle=False) as z:
-        return json.loads(str(z["meta"])) == meta
+        return z["ids"].tolist() == ids and json.loads(str(z["meta"])) == meta
 
 
 def chunk_paths(build: Path, k: int) -> tuple[Path, Path]:
@@ -190,10 +218,12 @@ def build(engine, examples: list[Example], out: Path, chunk_size: int, batch_siz
     all_rows, parts = [], []
     for k in range(len(chunks)):
         jsonl, npz = chunk_paths(build_dir, k)
-        all_rows += load_rows(jsonl)
+        all_rows += map(labelled, load_rows(jsonl), chunks[k])
         parts.append(load_features(npz)[0])
     save_examples(out / "examples.jsonl", all_rows)
-    save_features(out / "features.npz", concat(parts), [r["id"] for r in all_rows], meta)
+    ids = [r["id"] for r in all_rows]
+    if done_examples or not holds(out / "features.npz", ids, meta):  # a relabel leaves the big file untouched
+        save_features(out / "features.npz", concat(parts), ids, meta)
     return {"examples": len(all_rows), "computed": done_examples, "seconds": elapsed,
             "per_second": done_examples / elapsed if elapsed > 0 else float("nan"),
             "label_rate": float(np.mean([r["label"] for r in all_rows if r.get("factual", True)] or [np.nan]))}
