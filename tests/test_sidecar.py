@@ -144,3 +144,25 @@ def test_shipped_checkpoint_reproduces_its_reported_test_auroc(model):
     other_sig = load_features(data_dir(other) / "features.npz")[2]["signature"]
     with pytest.raises(SidecarMismatch, match=other):
         Sidecar.load(ROOT / "ckpts" / model, other_sig)
+
+
+def test_regularisation_is_chosen_by_transfer_to_a_left_out_source(monkeypatch):
+    """With each training row's source, C is the grid value that reads a left-out source best; without sources
+    (or with fewer than two that have enough known answers) the validation part decides."""
+    import gate.sidecar as sidecar_module
+    (tr, ytr), (va, yva) = synthetic(600, 0), synthetic(200, 1)
+    groups = np.array(["a", "b", "c"])[np.arange(600) % 3]
+    grid = Sidecar.defaults["hidden_C"]
+    scores = sidecar_module._transfer_aurocs(tr.hidden.reshape(600, -1).astype(np.float32), ytr, groups, grid, 10)
+    # the residual carries part of the label: every C reads a left-out source better than chance
+    assert scores.shape == (len(grid),) and np.all((scores > 0.6) & (scores <= 1.0))
+    assert sidecar_module._transfer_aurocs(tr.hidden.reshape(600, -1), ytr, np.where(groups == "a", "a", "z"),
+                                           grid, 10**6) is None
+    assert sidecar_module._transfer_aurocs(tr.hidden.reshape(600, -1), ytr, None, grid, 10) is None
+
+    norms = {}
+    for favoured in (0, len(grid) - 1):
+        monkeypatch.setattr(sidecar_module, "_transfer_aurocs", lambda *a, f=favoured: np.eye(len(grid))[f])
+        sc = Sidecar(signature=SIG).fit(tr, ytr, va, yva, groups=groups)
+        norms[favoured] = np.linalg.norm(sc.state["hidden_coef"])
+    assert norms[0] < norms[len(grid) - 1]           # the weakest C the transfer favoured, then the strongest

@@ -165,7 +165,7 @@ class SidecarMethod(Method):
         self.sidecar = sidecar or Sidecar(signature=signature, **hyperparams)
 
     def fit(self, train: Part, val: Part) -> "SidecarMethod":
-        self.sidecar.fit(train.feats, train.y, val.feats, val.y)
+        self.sidecar.fit(train.feats, train.y, val.feats, val.y, groups=[r["source"] for r in train.rows])
         return self
 
     def score(self, part: Part) -> np.ndarray:

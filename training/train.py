@@ -58,9 +58,10 @@ def main(argv: list[str] | None = None) -> Sidecar:
     out = args.out or sidecar_dir(settings, meta["signature"]["model_id"])
     reads = tuple(args.reads or checkpoint_reads(out) or Sidecar.defaults["reads"])
     t0 = time.perf_counter()
-    sc = Sidecar(signature=meta["signature"], seeds=args.seeds, reads=reads).fit(
-        feats[knowledge["train"]], y[knowledge["train"]], feats[knowledge["val"]], y[knowledge["val"]])
     sources = np.array([r["source"] for r in rows])
+    sc = Sidecar(signature=meta["signature"], seeds=args.seeds, reads=reads).fit(
+        feats[knowledge["train"]], y[knowledge["train"]], feats[knowledge["val"]], y[knowledge["val"]],
+        groups=sources[knowledge["train"]])
     head = Applicability(meta["signature"]).fit(feats[split["train"]], factual[split["train"]],
                                                 feats[split["val"]], factual[split["val"]], groups=sources[split["train"]])
     sc.save(out)
