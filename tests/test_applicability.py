@@ -79,8 +79,11 @@ TURNS = {
     False: [_user("Hi! How are you today?"), _user("Write a haiku about autumn."),
             _user("Write a Python function that reverses a string."), _user("Translate to French: I like to read books."),
             _user("My name is Priya and I live in Leeds. Where do I live?"), CODE,
-            [*JOKE, *_user("Haha. Now tell me one about cats.")]],
+            [*JOKE, *_user("Haha. Now tell me one about cats.")],
+            # a made-up fact stated in the turn, asked like trivia: gated (P 0.996) before the `stated` source
+            _user("The capital of Zorbia is Quenlo. What is the capital of Zorbia?")],
     True: [_user("What is the capital of Australia?"), _user("Who wrote the novel Moby-Dick?"),
+           _user("I was reading about Shakespeare yesterday. Who wrote Hamlet?"),
            _user("Which element has the symbol Fe?"), CAPITALS,
            # a question after chit-chat, opened by a reaction: passed (P 0.09) before the `aside` variant
            [*JOKE, *_user("Haha. By the way, who wrote Hamlet?")]],

