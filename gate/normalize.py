@@ -42,7 +42,7 @@ def normalize(text: str) -> str:
 
 def _decimal(token: str) -> str:
     """A decimal without trailing zeros ("100.0" is "100", "1.50" is "1.5"); other tokens unchanged."""
-    return token.rstrip("0").rstrip(".") if "." in token and token.count(".") == 1 else token
+    return token.rstrip("0").rstrip(".") if token.count(".") == 1 else token
 
 
 def canonical(text: str) -> str:

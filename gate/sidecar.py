@@ -175,8 +175,8 @@ class Sidecar:
     """
 
     defaults = dict(reads=("hidden",), gru_hidden=32, head=32, dropout=0.2, lr=3e-3, weight_decay=1e-2,
-                    epochs=60, patience=10, batch_size=128, seeds=3, hidden_C=(0.0001, 0.0003, 0.001, 0.003, 0.01), clip=6.0,
-                    min_group_positives=10)
+                    epochs=60, patience=10, batch_size=128, seeds=3, clip=6.0,
+                    hidden_C=(0.0001, 0.0003, 0.001, 0.003, 0.01), min_group_positives=10)
     READS = ("hidden", "layers", "gru")  # linear read of the residual, linear read of the trajectory, GRU over it
 
     def __init__(self, signature: dict | None = None, **hyperparams):

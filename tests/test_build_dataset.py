@@ -145,5 +145,7 @@ def test_a_changed_conversation_is_recomputed_and_labels_follow_the_matcher(engi
     calls = counting(monkeypatch)
     own = answer_region(first[1]["prediction"])
     assert normalize(own)                                      # its own answer, as the gold, must match
-    bd.build(engine, [reworded[0], replace(reworded[1], golds=[own])], tmp_path, **ARGS)
-    assert calls == [] and load_rows(tmp_path / "examples.jsonl")[1]["label"] == 1
+    for golds, label in (([own], 1), (["Zzyzx Qwv"], 0)):   # relabelled each way, nothing generated
+        bd.build(engine, [reworded[0], replace(reworded[1], golds=golds)], tmp_path, **ARGS)
+        assert load_rows(tmp_path / "examples.jsonl")[1]["label"] == label
+    assert calls == []

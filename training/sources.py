@@ -69,6 +69,11 @@ class Example:
         return [*self.history, {"role": "user", "content": self.question if user is None else user}]
 
 
+def exchange(user: str, reply: str) -> list[dict]:
+    """One earlier exchange (the user's message and the assistant's reply), as history."""
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+
+
 def package_dir(module: str, pip_name: str) -> Path:
     """Locate an installed data package without importing it."""
     spec = importlib.util.find_spec(module)

@@ -22,7 +22,7 @@ from typing import Callable
 
 import yaml
 
-from training.sources import Example, package_dir
+from training.sources import Example, exchange, package_dir
 
 _WRAPPERS = ("Quick question: {q}", "Hey, do you know this? {q}", "I was wondering... {q}", "Can you tell me: {q}",
              "My friend and I are arguing about this. {q}", "Trivia time! {q}", "Hi! {q}", "Do you happen to know? {q}",
@@ -44,14 +44,9 @@ def _with(ex: Example, variant: str, question: str, history: list[dict] | None =
     return Example(f"{ex.id}~{variant}", ex.source, ex.category, question, ex.golds, history or [], True)
 
 
-def _exchange(user: str, reply: str) -> list[dict]:
-    """One earlier exchange, as history."""
-    return [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
-
-
 def _after(ex: Example, variant: str, question: str, other: Example) -> Example:
     """`question` asked after `other` and its gold answer."""
-    return _with(ex, variant, question, _exchange(other.question, f"{other.golds[0]}."))
+    return _with(ex, variant, question, exchange(other.question, f"{other.golds[0]}."))
 
 
 def conv(ex: Example, pool: list[Example]) -> Example | None:
@@ -61,7 +56,7 @@ def conv(ex: Example, pool: list[Example]) -> Example | None:
 def chat(ex: Example, pool: list[Example]) -> Example | None:
     openers = _greetings()
     user, reply = openers[_h(ex.id, len(openers))]
-    return _with(ex, "chat", ex.question, _exchange(user, reply))
+    return _with(ex, "chat", ex.question, exchange(user, reply))
 
 
 def opened(lead: str, question: str) -> str:
@@ -72,7 +67,7 @@ def opened(lead: str, question: str) -> str:
 def aside(ex: Example, pool: list[Example]) -> Example | None:
     openers = _chit_chat()
     user, reply = openers[_h(ex.id + "~aside", len(openers))]
-    return _with(ex, "aside", opened(_ASIDES[_h(ex.id, len(_ASIDES))], ex.question), _exchange(user, reply))
+    return _with(ex, "aside", opened(_ASIDES[_h(ex.id, len(_ASIDES))], ex.question), exchange(user, reply))
 
 
 def prev(ex: Example, pool: list[Example]) -> Example | None:
