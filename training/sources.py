@@ -212,11 +212,16 @@ def prose(text: str) -> bool:
     return not _MARKUP.search(text)
 
 
-SciqItem = tuple[str, str, str, str]  # (index, support text, question, correct answer)
+def answering(cut: list[str], answer: str) -> int | None:
+    """Index of the first sentence that holds `answer` (case-insensitive), None when none does."""
+    return next((i for i, s in enumerate(cut) if answer.lower() in s.lower()), None)
+
+
+Item = tuple[str, str, str, str]  # a reading-comprehension item: (id, passage, question, gold answer)
 
 
 @cache
-def sciq_items() -> tuple[SciqItem, ...]:
+def sciq_items() -> tuple[Item, ...]:
     """SciQ's 1,000 test items as OLMo's in-loop evals ship them (one row per option: read once per item)."""
     items = {}
     for row in read_jsonl(olmo_tasks() / "sciq" / "mc_5shot" / "requests.jsonl.gz"):

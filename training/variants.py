@@ -26,7 +26,7 @@ from typing import Callable
 import yaml
 
 from gate.normalize import normalize
-from training.sources import Example, exchange, package_dir, prose, sciq_items, sentences
+from training.sources import Example, answering, exchange, package_dir, prose, sciq_items, sentences
 
 _WRAPPERS = ("Quick question: {q}", "Hey, do you know this? {q}", "I was wondering... {q}", "Can you tell me: {q}",
              "My friend and I are arguing about this. {q}", "Trivia time! {q}", "Hi! {q}", "Do you happen to know? {q}",
@@ -151,7 +151,7 @@ def _sciq_leads() -> dict[str, str]:
     out = {}
     for _, support, question, answer in sciq_items():
         cut, words = sentences(support), set(normalize(answer).split())
-        at = next((i for i, s in enumerate(cut) if answer.lower() in s.lower()), 0)
+        at = answering(cut, answer) or 0
         free = [i for i, s in enumerate(cut) if not words & set(normalize(s).split())
                 and 40 <= len(s) <= 300 and prose(s)]
         if free:
