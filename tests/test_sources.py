@@ -33,17 +33,20 @@ def test_variants_keep_source_golds_and_come_back_by_id(variant):
     assert all(back[t.id].question == t.question and back[t.id].history == t.history for t in turns)
 
 
-def test_a_lead_is_a_sentence_of_the_support_that_does_not_answer():
-    """`lead`: SciQ's question after a sentence of its own support text that names no word of the answer."""
+@pytest.mark.parametrize("source", ["sciqa~lead", "squadlead"])
+def test_a_lead_is_a_sentence_of_the_passage_that_does_not_answer(source):
+    """SciQ's `lead` variant and `squadlead`: the question after a sentence of its own support text or passage
+    that names no word of the answer, asked as a knowledge question with the gold answer."""
     from gate.normalize import normalize
-    from training.sources import sciq_items
-    supports = {q: s for _, s, q, _ in sciq_items()}
-    turns = load_examples({"sciqa~lead": None})
-    assert 500 <= len(turns) <= 800 and not load_examples({"red~lead": None})
+    from training.sources import SOURCE_LICENCES, sciq_items, squad_items
+    passages = {q: p for _, p, q, _ in (*sciq_items(), *squad_items())}
+    turns = load_examples({source: None})
+    assert 500 <= len(turns) <= 900 and not load_examples({"red~lead": None}) and "squadlead" in SOURCE_LICENCES
     for t in turns:
-        base = next(q for q in supports if t.question.endswith(q))
+        base = max((q for q in passages if t.question.endswith(q)), key=len)
         lead = t.question[:-len(base)].removesuffix("Question: ").strip()
-        assert lead and lead in supports[base] and not set(normalize(t.golds[0]).split()) & set(normalize(lead).split())
+        assert lead and lead in passages[base] and not set(normalize(t.golds[0]).split()) & set(normalize(lead).split())
+        assert t.factual and not t.history
 
 
 def test_an_aside_turns_from_chit_chat_to_the_base_question():
@@ -123,6 +126,7 @@ _EVAL_SETS = {"ifeval": ((520, 541), {"writing"}), "arenahard": ((360, 450), {"c
               "squad": ((700, 803), {"reading"}), "drop": ((250, 400), {"reading"}), "coqa": ((180, 300), {"reading"}),
               "squadtalk": ((150, 250), {"reading"}), "droptalk": ((350, 450), {"reading"}),
               "squadfact": ((800, 900), {"reading"}), "sciq": ((750, 850), {"reading"}),
+              "coqafact": ((1400, 1550), {"reading"}),
               "gsm8k": ((1300, 1319), {"maths"}),
               "tooltalk": ((180, 273), {"userdata"})}
 
@@ -202,15 +206,29 @@ def test_later_questions_on_a_passage_are_asked_in_its_conversation(name):
 def test_a_stated_fact_is_the_one_sentence_that_answers():
     """SQuAD and SciQ with only the answering sentence: the gold answer is in it, a pronoun-led sentence brings the
     one before it, and the question follows the sentence in the same turn."""
-    from training.chat_sources import _fact, _squad_items
+    from training.chat_sources import _fact
+    from training.sources import squad_items
     passage = "Tesla was born in Smiljan. He returned there in 1873. The town is small."
     assert _fact(passage, "1873") == "Tesla was born in Smiljan. He returned there in 1873."
     assert _fact(passage, "small") == "The town is small." and _fact(passage, "Paris") is None
-    answers = {q: a for _, _, q, a in _squad_items()}
+    answers = {q: a for _, _, q, a in squad_items()}
     for t in CHAT_LOADERS["squadfact"]():
         question = next(q for q in answers if t.question.endswith(q))
         assert answers[question].lower() in t.question[:-len(question)].lower() and not t.history
     assert any(t.question.startswith("Hemoglobin is a protein") for t in CHAT_LOADERS["sciq"]())
+
+
+def test_coqa_facts_hold_their_span_answer_without_a_dateline():
+    """coqafact: CoQA's Wikipedia and news questions with the sentence that holds their free-form answer; yes / no
+    answers and one-word questions ("Where?") left out, news datelines cut; held out with CoQA (same passages)."""
+    from training.chat_sources import CORPUS, _coqa_items, _DATELINE
+    items = _coqa_items()
+    assert {CORPUS["coqafact"], CORPUS["squadlead"]} == {"coqa", "squad"}
+    assert all(a.lower() not in ("yes", "no") and len(q.split()) >= 4 for _, _, q, a in items)
+    assert _DATELINE.sub("", "WASHINGTON (CNN) -- The vote passed.") == "The vote passed."
+    turns = {t.question for t in CHAT_LOADERS["coqafact"]()}
+    held = [a for _, _, q, a in items if any(t.endswith(q) and a.lower() in t[:-len(q)].lower() for t in turns)]
+    assert len(held) >= 1400 and not any("(CNN)" in t for t in turns)
 
 
 def test_a_dataset_built_before_the_slogans_were_asked_still_loads():

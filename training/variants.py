@@ -14,7 +14,9 @@ it out with its base), and its id is `<base id>~<variant>` (so shipped rows get 
   like chit-chat to the applicability head (it passed "Haha. By the way, who wrote Hamlet?" after a joke).
 - `lead`: the question after a real sentence on its subject that does not answer it ("Anemia may not have any
   symptoms. What is the most common type of anemia?"; SciQ's own support text): a statement before a question is
-  not always its answer, which the sources that state the answer (sciq, squadfact) alone would teach.
+  not always its answer, which the sources that state the answer (sciq, squadfact, coqafact) alone would teach.
+  SQuAD's questions after such a sentence of their passage are a knowledge source of their own
+  (`training.sources.squadlead`).
 """
 from __future__ import annotations
 
@@ -25,8 +27,7 @@ from typing import Callable
 
 import yaml
 
-from gate.normalize import normalize
-from training.sources import Example, answering, exchange, package_dir, prose, sciq_items, sentences
+from training.sources import Example, exchange, led, package_dir, sciq_items, unanswering
 
 _WRAPPERS = ("Quick question: {q}", "Hey, do you know this? {q}", "I was wondering... {q}", "Can you tell me: {q}",
              "My friend and I are arguing about this. {q}", "Trivia time! {q}", "Hi! {q}", "Do you happen to know? {q}",
@@ -141,27 +142,15 @@ def _chit_chat() -> list[tuple[str, str]]:
     return _exchanges("humor", "emotion", "greetings", "conversations", "botprofile", "psychology")
 
 
-_LEAD_FRAMES = ("{lead} {q}", "{lead}\n\n{q}", "{lead}\nQuestion: {q}")
-
-
 @cache
 def _sciq_leads() -> dict[str, str]:
-    """SciQ question -> the sentence of its support, nearest the one that answers it, that names no word of the
-    answer (none for a support of one sentence)."""
-    out = {}
-    for _, support, question, answer in sciq_items():
-        cut, words = sentences(support), set(normalize(answer).split())
-        at = answering(cut, answer) or 0
-        free = [i for i, s in enumerate(cut) if not words & set(normalize(s).split())
-                and 40 <= len(s) <= 300 and prose(s)]
-        if free:
-            out[question] = cut[min(free, key=lambda i: abs(i - at))]
-    return out
+    """SciQ question -> the sentence of its support that does not answer it (training.sources.unanswering)."""
+    return {question: lead for _, support, question, answer in sciq_items() if (lead := unanswering(support, answer))}
 
 
 def lead(ex: Example, pool: list[Example]) -> Example | None:
     text = _sciq_leads().get(ex.question) if ex.source == "sciqa" else None
-    return _with(ex, "lead", _LEAD_FRAMES[_h(ex.id, len(_LEAD_FRAMES))].format(lead=text, q=ex.question)) if text else None
+    return _with(ex, "lead", led(ex.id, text, ex.question)) if text else None
 
 
 VARIANTS: dict[str, Callable[[Example, list[Example]], Example | None]] = {
