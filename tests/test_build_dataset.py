@@ -74,6 +74,18 @@ def test_resume_after_kill(engine, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="max_new_tokens"):
         bd.build(engine, EXAMPLES, tmp_path, **{**ARGS, "max_new_tokens": 5})
 
+    # A build finished on another machine merges without the model; a row whose turn changed since is refused.
+    rows, feats, _ = load_dataset(tmp_path)
+    (tmp_path / "examples.jsonl").unlink()
+    (tmp_path / "features.npz").unlink()
+    assert [r["id"] for r in bd.merge_built(tmp_path)] == [e.id for e in EXAMPLES]
+    again, feats_again, _ = load_dataset(tmp_path)
+    assert again == rows and np.array_equal(feats_again.hidden, feats.hidden)
+    chunk = tmp_path / "build" / "chunk_0001.jsonl"
+    chunk.write_text(chunk.read_text().replace(rows[2]["prompt"], "0" * 16))
+    with pytest.raises(SystemExit, match="chunk 1: 1 rows were computed for a turn that has changed"):
+        bd.merge_built(tmp_path)
+
 
 def test_short_instruction_on_half():
     ids = [f"red-{i:04d}" for i in range(400)]

@@ -27,7 +27,7 @@ from gate.config import Settings, load_settings
 from gate.engine.loading import model_slug
 from gate.normalize import matches
 from training.chat_sources import CHAT_LOADERS
-from training.sources import SOURCES, Example, load_examples
+from training.sources import SOURCES, Example, by_id, load_examples
 from training.store import concat, data_dir, load_features, load_rows, save_examples, save_features
 
 SHORT_INSTRUCTION = "Answer in a few words."
@@ -216,18 +216,46 @@ def build(engine, examples: list[Example], out: Path, chunk_size: int, batch_siz
             save_features(npz, feats, [r["id"] for r in rows], meta)
             done_examples += computed
     elapsed = time.perf_counter() - t0
-    all_rows, parts = [], []
-    for k in range(len(chunks)):
-        jsonl, npz = chunk_paths(build_dir, k)
-        all_rows += map(labelled, load_rows(jsonl), chunks[k])
-        parts.append(load_features(npz)[0])
-    save_examples(out / "examples.jsonl", all_rows)
-    ids = [r["id"] for r in all_rows]
-    if done_examples or not holds(out / "features.npz", ids, meta):  # a relabel leaves the big file untouched
-        save_features(out / "features.npz", concat(parts), ids, meta)
+    all_rows = merge(out, chunks, meta, rewrite=bool(done_examples))
     return {"examples": len(all_rows), "computed": done_examples, "seconds": elapsed,
             "per_second": done_examples / elapsed if elapsed > 0 else float("nan"),
             "label_rate": float(np.mean([r["label"] for r in all_rows if r.get("factual", True)] or [np.nan]))}
+
+
+def merge(out: Path, chunks: list[list[Example]], meta: dict, rewrite: bool = False) -> list[dict]:
+    """The finished chunks, relabelled, into examples.jsonl + features.npz (the big file is rewritten only when
+    its rows changed: a relabel leaves it untouched)."""
+    all_rows, parts = [], []
+    for k, chunk in enumerate(chunks):
+        jsonl, npz = chunk_paths(out / "build", k)
+        all_rows += map(labelled, load_rows(jsonl), chunk)
+        parts.append(load_features(npz)[0])
+    save_examples(out / "examples.jsonl", all_rows)
+    ids = [r["id"] for r in all_rows]
+    if rewrite or not holds(out / "features.npz", ids, meta):
+        save_features(out / "features.npz", concat(parts), ids, meta)
+    return all_rows
+
+
+def merge_built(out: Path) -> list[dict]:
+    """Merge every chunk already built under `out`/build as it is, without the model: for a build finished on
+    another machine (one with the dtype the chunks were computed in). Each row keeps the turn it was computed for
+    (its id gives the text back, training.sources.by_id); a row whose turn has changed since is refused."""
+    build_dir = out / "build"
+    manifest = build_dir / "manifest.json"
+    if not manifest.exists():
+        raise SystemExit(f"{build_dir} holds no build (no manifest.json)")
+    meta, rows = json.loads(manifest.read_text()), []
+    while all(p.exists() for p in chunk_paths(build_dir, len(rows))):
+        rows.append(load_rows(chunk_paths(build_dir, len(rows))[0]))
+    examples = by_id([r for chunk in rows for r in chunk])
+    for k, chunk in enumerate(rows):
+        if not holds(chunk_paths(build_dir, k)[1], [r["id"] for r in chunk], meta):
+            raise SystemExit(f"chunk {k} was built with other settings than {manifest}")
+        if stale := [r["id"] for r in chunk if not same_turn(r, examples[r["id"]])]:
+            raise SystemExit(f"chunk {k}: {len(stale)} rows were computed for a turn that has changed since "
+                             f"(e.g. {stale[0]}); rebuild them with the model")
+    return merge(out, [[examples[r["id"]] for r in chunk] for chunk in rows], meta)
 
 
 def parse_sources(spec: str) -> dict[str, int | None]:
@@ -257,6 +285,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--reuse", type=Path, nargs="*", default=[],
                     help="other build folders whose rows (same model and settings) are taken by id, not recomputed")
     ap.add_argument("--threads", type=int, help="torch CPU threads (on a shared, busy CPU 1 avoids spinning threads)")
+    ap.add_argument("--merge-only", action="store_true",
+                    help="merge the chunks already built (all of them, as they are) without loading the model: for a "
+                         "build finished on a machine with the dtype the chunks were computed in")
     args = ap.parse_args(argv)
     if args.threads:
         import torch
@@ -265,10 +296,14 @@ def main(argv: list[str] | None = None) -> dict:
     settings: Settings = load_settings(args.config)
     if args.model:
         settings.model.id = args.model
+    out = args.out or data_dir(model_slug(settings.model.id))
+    if args.merge_only:
+        rows = merge_built(out)
+        print(f"{len(rows)} turns merged in {out} (nothing computed)")
+        return {"examples": len(rows), "computed": 0}
     examples = load_examples(parse_sources(args.sources), seed=args.seed)[:args.limit]
     from gate.engine.runtime import Engine
     engine = Engine(settings)
-    out = args.out or data_dir(model_slug(settings.model.id))
     stats = build(engine, examples, out, args.chunk_size, args.batch_size, args.max_new_tokens, tuple(args.reuse))
     print(f"{stats['examples']} turns in {out} (knowledge questions' label rate {stats['label_rate']:.3f}); computed "
           f"{stats['computed']} at {stats['per_second']:.2f}/s")
