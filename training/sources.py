@@ -233,10 +233,14 @@ def unanswering(passage: str, answer: str) -> str | None:
 _LEAD_FRAMES = ("{lead} {q}", "{lead}\n\n{q}", "{lead}\nQuestion: {q}")
 
 
+def fixed_choice(key: str, n: int) -> int:
+    """One of n options, fixed by `key`'s hash: every build and every read-back makes the same turn."""
+    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:4], "big") % n
+
+
 def led(key: str, lead: str, question: str) -> str:
-    """`question` after `lead`, in one of three framings fixed by `key`'s hash."""
-    frame = _LEAD_FRAMES[int.from_bytes(hashlib.sha1(key.encode()).digest()[:4], "big") % len(_LEAD_FRAMES)]
-    return frame.format(lead=lead, q=question)
+    """`question` after `lead`, in one of three framings fixed by `key`."""
+    return _LEAD_FRAMES[fixed_choice(key, len(_LEAD_FRAMES))].format(lead=lead, q=question)
 
 
 @cache

@@ -20,14 +20,13 @@ it out with its base), and its id is `<base id>~<variant>` (so shipped rows get 
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from functools import cache
 from typing import Callable
 
 import yaml
 
-from training.sources import Example, exchange, led, package_dir, sciq_items, unanswering
+from training.sources import Example, exchange, fixed_choice, led, package_dir, sciq_items, unanswering
 
 _WRAPPERS = ("Quick question: {q}", "Hey, do you know this? {q}", "I was wondering... {q}", "Can you tell me: {q}",
              "My friend and I are arguing about this. {q}", "Trivia time! {q}", "Hi! {q}", "Do you happen to know? {q}",
@@ -41,10 +40,6 @@ _ASIDES = ("Haha. {q}", "Ha, good one. {q}", "lol. {q}", "Nice! {q}", "By the wa
 _CAPITAL = re.compile(r"^What is the capital (?:city )?of (?P<place>[^?]+)\?$", re.I)
 
 
-def _h(key: str, n: int) -> int:
-    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:4], "big") % n
-
-
 def _with(ex: Example, variant: str, question: str, history: list[dict] | None = None) -> Example:
     return Example(f"{ex.id}~{variant}", ex.source, ex.category, question, ex.golds, history or [], True)
 
@@ -55,12 +50,12 @@ def _after(ex: Example, variant: str, question: str, other: Example) -> Example:
 
 
 def conv(ex: Example, pool: list[Example]) -> Example | None:
-    return _with(ex, "conv", _WRAPPERS[_h(ex.id, len(_WRAPPERS))].format(q=ex.question))
+    return _with(ex, "conv", _WRAPPERS[fixed_choice(ex.id, len(_WRAPPERS))].format(q=ex.question))
 
 
 def chat(ex: Example, pool: list[Example]) -> Example | None:
     openers = _greetings()
-    user, reply = openers[_h(ex.id, len(openers))]
+    user, reply = openers[fixed_choice(ex.id, len(openers))]
     return _with(ex, "chat", ex.question, exchange(user, reply))
 
 
@@ -71,15 +66,15 @@ def opened(lead: str, question: str) -> str:
 
 def aside(ex: Example, pool: list[Example]) -> Example | None:
     openers = _chit_chat()
-    user, reply = openers[_h(ex.id + "~aside", len(openers))]
-    return _with(ex, "aside", opened(_ASIDES[_h(ex.id, len(_ASIDES))], ex.question), exchange(user, reply))
+    user, reply = openers[fixed_choice(ex.id + "~aside", len(openers))]
+    return _with(ex, "aside", opened(_ASIDES[fixed_choice(ex.id, len(_ASIDES))], ex.question), exchange(user, reply))
 
 
 def prev(ex: Example, pool: list[Example]) -> Example | None:
     same = [o for o in pool if o.category == ex.category and o.id != ex.id]
     if not same:
         return None
-    other = same[_h(ex.id, len(same))]
+    other = same[fixed_choice(ex.id, len(same))]
     return _after(ex, "prev", ex.question, other)
 
 
@@ -88,7 +83,7 @@ def and_(ex: Example, pool: list[Example]) -> Example | None:
     others = [o for o in pool if o.category == ex.category and o.id != ex.id and _CAPITAL.match(o.question)]
     if not match or not others:
         return None
-    other = others[_h(ex.id, len(others))]
+    other = others[fixed_choice(ex.id, len(others))]
     return _after(ex, "and", f"And {match['place']}?", other)
 
 
@@ -120,8 +115,8 @@ def about(ex: Example, pool: list[Example]) -> Example | None:
     others = [o for o in pool if o.id != ex.id and (f := _frame(o)) is not None and f[0] == frame[0]] if frame else []
     if not others:
         return None
-    other = others[_h(ex.id + "~about", len(others))]  # another partner than `and` draws for the same question
-    ask = _FOLLOWUPS[_h(ex.id, len(_FOLLOWUPS))].format(x=frame[1])
+    other = others[fixed_choice(ex.id + "~about", len(others))]  # another partner than `and` draws for the same question
+    ask = _FOLLOWUPS[fixed_choice(ex.id, len(_FOLLOWUPS))].format(x=frame[1])
     return _after(ex, "about", ask, other)
 
 
