@@ -2,7 +2,7 @@
 NEVER SAW? Leave-one-source-out from saved features alone (no model is loaded): for every source (a chat corpus
 such as PersistBench or HumanEval, or a QA source such as FanOutQA, with its conversational variants), the
 applicability head is trained on all other sources and applied to the held-out one (sources cut from one corpus,
-like SQuAD's three, are held out together: training.chat_sources.CORPUS).
+like SQuAD's four, are held out together: training.chat_sources.CORPUS).
 
 Reported per held-out source and pooled: the share of non-knowledge turns that get `pass` and of knowledge
 questions that are gated (P(factual) >= threshold), AUROC and ECE of the pooled out-of-source P(factual), next to
