@@ -83,7 +83,7 @@ def test_resume_after_kill(engine, tmp_path, monkeypatch):
     assert again == rows and np.array_equal(feats_again.hidden, feats.hidden)
     chunk = tmp_path / "build" / "chunk_0001.jsonl"
     chunk.write_text(chunk.read_text().replace(rows[2]["prompt"], "0" * 16))
-    with pytest.raises(SystemExit, match="chunk 1: 1 rows were computed for a turn that has changed"):
+    with pytest.raises(SystemExit, match="chunk 1 was built with other settings .*, or holds turns that have changed since"):
         bd.merge_built(tmp_path)
 
 

@@ -249,13 +249,11 @@ def merge_built(out: Path) -> list[dict]:
     while all(p.exists() for p in chunk_paths(build_dir, len(rows))):
         rows.append(load_rows(chunk_paths(build_dir, len(rows))[0]))
     examples = by_id([r for chunk in rows for r in chunk])
-    for k, chunk in enumerate(rows):
-        if not holds(chunk_paths(build_dir, k)[1], [r["id"] for r in chunk], meta):
-            raise SystemExit(f"chunk {k} was built with other settings than {manifest}")
-        if stale := [r["id"] for r in chunk if not same_turn(r, examples[r["id"]])]:
-            raise SystemExit(f"chunk {k}: {len(stale)} rows were computed for a turn that has changed since "
-                             f"(e.g. {stale[0]}); rebuild them with the model")
-    return merge(out, [[examples[r["id"]] for r in chunk] for chunk in rows], meta)
+    chunks = [[examples[r["id"]] for r in chunk] for chunk in rows]
+    if stale := [k for k, chunk in enumerate(chunks) if not finished(build_dir, k, chunk, meta)]:
+        raise SystemExit(f"chunk {stale[0]} was built with other settings than {manifest}, or holds turns that have "
+                         f"changed since; rebuild it with the model")
+    return merge(out, chunks, meta)
 
 
 def parse_sources(spec: str) -> dict[str, int | None]:

@@ -562,8 +562,9 @@ def _coqa_items(domains: tuple[str, ...] = ("wikipedia", "cnn")) -> tuple[Item, 
 
 def coqafact() -> list[Example]:
     """CoQA's questions on Wikipedia and news passages, each with only the sentence of its passage that holds the
-    answer ("Hanoi has been inhabited since at least 3000 BC. When was Hanoi first inhabited?"): real names and events stated in the turn, a
-    third corpus of the kind beside squadfact and sciq. Evaluated held out together with coqa (same passages)."""
+    answer ("Hanoi has been inhabited since at least 3000 BC. When was Hanoi first inhabited?"): real names and
+    events stated in the turn, a third corpus of the kind beside squadfact and sciq. Evaluated held out together
+    with coqa (same passages)."""
     return _stated_turns("coqafact", _coqa_items())
 
 
