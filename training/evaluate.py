@@ -19,7 +19,7 @@ from gate.sidecar import Sidecar, SidecarMismatch, sidecar_dir
 from training import band_sweep, evaluate_applicability
 from training.baselines import BASELINES, Method, Part, SidecarMethod
 from training.metrics import auroc, bootstrap_auroc, ece, mean_over, risk_coverage, within_category_auroc
-from training.store import dataset_folder, dataset_parser, is_factual, load_dataset, step_settings
+from training.store import dataset_folder, dataset_parser, load_dataset, step_settings, teaches_knows
 from training.splits import by_id, folds_by_id, load_splits, strata_of
 from training.train import ensure_splits
 
@@ -236,8 +236,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     out = args.out or directory
     rows, feats, meta = load_dataset(directory)
     ensure_splits(directory, rows, seed=0)
-    factual = np.array([is_factual(r) for r in rows])   # P(knows) is about knowledge questions only
-    rows, feats = [r for r, f in zip(rows, factual) if f], feats[factual]
+    knowledge = np.array([teaches_knows(r) for r in rows])   # P(knows) is about knowledge questions only
+    rows, feats = [r for r, k in zip(rows, knowledge) if k], feats[knowledge]
     splits = load_splits(directory / "splits.json", rows)
     if args.limit:
         rows, feats = rows[:args.limit], feats[:args.limit]

@@ -31,8 +31,8 @@ from gate.normalize import matches
 from gate.policy.bands import decide
 from training.sources import Example
 from training.splits import load_splits
-from training.store import (SOURCE_TEXT, dataset_folder, dataset_parser, is_factual, load_examples, load_features,
-                            load_rows, save_rows, step_settings)
+from training.store import (SOURCE_TEXT, dataset_folder, dataset_parser, load_examples, load_features,
+                            load_rows, save_rows, step_settings, teaches_knows)
 
 ABSTAINS = re.compile(r"\b(i (do not|don't|dont) know|i'm not able to answer|i am not able to answer|i cannot answer|"
                       r"i can't answer|no idea|i'm not aware|i am not aware|i won't guess|i will not guess|"
@@ -58,7 +58,7 @@ def held_out(directory: Path, split: str, limit: int | None) -> list[dict]:
     """The test part of a split the sidecar was not trained on (splits.json, made by training.train)."""
     rows = load_examples(directory / "examples.jsonl")  # question and golds read back from the source packages
     test = [rows[i] for i in load_splits(directory / "splits.json", rows)[split]["test"]]
-    return [r for r in test if is_factual(r)][:limit]   # knowledge questions: the ones with golds
+    return [r for r in test if teaches_knows(r)][:limit]   # knowledge questions P(knows) is measured on
 
 
 def metrics(outcomes: list[str], confident: list[bool], base_correct: list[bool], rng: np.random.Generator) -> dict:

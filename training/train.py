@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from gate.applicability import Applicability
 from gate.sidecar import Sidecar, sidecar_dir
 from training.splits import extend_splits, load_splits, make_splits, save_splits
-from training.store import dataset_folder, dataset_parser, is_factual, load_dataset, step_settings
+from training.store import dataset_folder, dataset_parser, is_factual, load_dataset, step_settings, teaches_knows
 
 
 def ensure_splits(directory: Path, rows: list[dict], seed: int, resplit: bool = False) -> dict:
@@ -52,9 +52,10 @@ def main(argv: list[str] | None = None) -> Sidecar:
     directory = dataset_folder(args)
     rows, feats, meta = load_dataset(directory)
     factual = np.array([is_factual(r) for r in rows])
+    labelled = np.array([teaches_knows(r) for r in rows])
     y = np.array([r["label"] if f else 0 for r, f in zip(rows, factual)], dtype=int)
     split = ensure_splits(directory, rows, args.seed, args.resplit)["random"]
-    knowledge = {k: v[factual[v]] for k, v in split.items()}
+    knowledge = {k: v[labelled[v]] for k, v in split.items()}
     out = args.out or sidecar_dir(settings, meta["signature"]["model_id"])
     reads = tuple(args.reads or checkpoint_reads(out) or Sidecar.defaults["reads"])
     t0 = time.perf_counter()
