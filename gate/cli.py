@@ -16,10 +16,13 @@ def _probe(settings: Settings, args: argparse.Namespace) -> None:
     from gate.pipeline import Gate
 
     gate = Gate(settings)
-    report = gate.probe([{"role": "user", "content": args.question}])
+    history = [{"role": role, "content": text} for user, reply in args.after
+               for role, text in (("user", user), ("assistant", reply))]
+    report = gate.probe([*history, {"role": "user", "content": args.question}])
     cols = [LAYER_FEATURES.index(c) for c in _PROBE_COLUMNS]
-    print(f"model {gate.engine.model_id} · {report.prompt_tokens} prompt tokens · "
-          f"probe {report.gate.probe_ms:.0f} ms")
+    n = len(args.after)
+    print(f"model {gate.engine.model_id} · {n} earlier exchange{'s' * (n != 1)} · {report.prompt_tokens} prompt tokens"
+          f" · probe {report.gate.probe_ms:.0f} ms")
     print(f"{'layer':>5} {'entropy':>8} {'margin':>7} {'KL':>7} {'write':>7} {'peak':>7}  lens top-1")
     for layer, (row, top) in enumerate(zip(report.features.layer[0], report.lens)):
         values = " ".join(f"{float(row[c]):>7.3f}" for c in cols)
@@ -90,8 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
                                     "`gate models` lists the offline ones)")
     ap.add_argument("-v", "--verbose", action="store_true", help="log what loads and when")
     sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("probe", help="one prompt-only forward: per-layer lens view and P(knows); generates nothing")
-    p.add_argument("question")
+    p = sub.add_parser("probe", help="one prompt-only forward: per-layer lens view and P(knows); generates nothing",
+                       description="One prompt-only forward of the served model on a chat turn, templated as the "
+                                   "server templates it: the per-layer lens view, P(factual) (pass or gate), "
+                                   "P(knows) and the decision. Nothing is generated.")
+    p.add_argument("question", help="the latest user message")
+    p.add_argument("--after", nargs=2, action="append", default=[], metavar=("USER", "REPLY"),
+                   help="an earlier exchange, oldest first; repeat for more. The question is judged in that "
+                        "conversation, as the server judges the latest turn (\"And Germany?\" after a capitals "
+                        "question is a knowledge question)")
     p.set_defaults(run=_probe)
     for name, fn, text in (("serve", _serve, "OpenAI-compatible API at /v1 (and the Gradio view at /ui)"),
                            ("ui", _ui, "the Gradio head-to-head view alone")):

@@ -51,3 +51,18 @@ def test_probe_prints_every_layer(capsys, engine, monkeypatch):
     rows = [line for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == engine.model.config.num_hidden_layers
     assert "P(knows)" in out
+
+
+def test_probe_judges_the_question_in_its_conversation(capsys, engine, monkeypatch):
+    """`--after USER REPLY` puts earlier exchanges before the question: the prompt grows by them, and a follow-up
+    that is a knowledge question only in its conversation ("And Germany?") is gated, as in the server."""
+    import gate.pipeline
+    monkeypatch.setattr(gate.pipeline, "load_engine", lambda settings: engine)
+    main(["probe", "And Germany?"])
+    alone = capsys.readouterr().out
+    main(["probe", "--after", "What is the capital of France?", "The capital of France is Paris.", "And Germany?"])
+    out = capsys.readouterr().out
+    tokens = [int(o.split(" prompt tokens")[0].split("· ")[-1]) for o in (alone, out)]
+    assert "1 earlier exchange ·" in out and tokens[1] > tokens[0] + 10
+    p_factual = float(out.split("P(factual) = ")[1].split()[0])
+    assert p_factual >= 0.6, out
