@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", help="the latest user message")
     p.add_argument("--after", nargs=2, action="append", default=[], metavar=("USER", "REPLY"),
                    help="an earlier exchange, oldest first; repeat for more. The question is judged in that "
-                        "conversation, as the server judges the latest turn (\"And Germany?\" after a capitals "
-                        "question is a knowledge question)")
+                        "conversation, as the server judges the latest turn (e.g. a follow-up such as \"And Germany?\" "
+                        "after a capitals question)")
     p.set_defaults(run=_probe)
     for name, fn, text in (("serve", _serve, "OpenAI-compatible API at /v1 (and the Gradio view at /ui)"),
                            ("ui", _ui, "the Gradio head-to-head view alone")):
