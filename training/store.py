@@ -26,11 +26,16 @@ def is_factual(row: dict) -> bool:
 # measure luck, not recall: they teach the applicability head that such a turn is a knowledge question, and
 # P(knows) is neither fitted nor measured on them.
 OPTIONS_SOURCES = frozenset({"arcmc", "obqamc"})
+# Knowledge questions that ask for an explanation (training.sources.alicewhat, fanouttopic): no short gold to
+# label the reply by, so they too teach the applicability head only.
+OPEN_SOURCES = frozenset({"alicewhat", "fanouttopic"})
+OPEN_VARIANTS = frozenset({"then"})  # follow-ups about the answer (training.variants.then): no gold of their own
 
 
 def teaches_knows(row: dict) -> bool:
     """A knowledge question whose label P(knows) learns from and is measured on."""
-    return is_factual(row) and row["source"] not in OPTIONS_SOURCES
+    return (is_factual(row) and row["source"] not in OPTIONS_SOURCES | OPEN_SOURCES
+            and row.get("id", "").partition("~")[2] not in OPEN_VARIANTS)
 
 
 def dataset_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:

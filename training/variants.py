@@ -12,6 +12,10 @@ it out with its base), and its id is `<base id>~<variant>` (so shipped rows get 
 - `aside`: the question after a small-talk, joke, feelings or persona exchange (chatterbot), opened by a reaction or
   a change of topic ("Haha. By the way, …"): without these, a knowledge question that follows chit-chat with a reaction read
   like chit-chat to the applicability head (it passed "Haha. By the way, who wrote Hamlet?" after a joke).
+- `then`: a short follow-up about what the reply named, by a pronoun ("When were they born?" after "Who wrote
+  Hamlet?" / "William Shakespeare."), templated by the answer's type where the source gives one (SimpleQA: a
+  person, a place, a date), else asking for more ("What else do you know about that?"). Its answer is not the
+  base question's, so it has no gold: it teaches applicability only (training.store.teaches_knows).
 - `lead`: the question after a real sentence on its subject that does not answer it ("Anemia may not have any
   symptoms. What is the most common type of anemia?"; SciQ's own support text): a statement before a question is
   not always its answer, which the sources that state the answer (sciq, squadfact, coqafact) alone would teach.
@@ -26,7 +30,7 @@ from typing import Callable
 
 import yaml
 
-from training.sources import Example, exchange, fixed_choice, led, package_dir, sciq_items, unanswering
+from training.sources import Example, answer_types, exchange, fixed_choice, led, package_dir, sciq_items, unanswering
 
 _WRAPPERS = ("Quick question: {q}", "Hey, do you know this? {q}", "I was wondering... {q}", "Can you tell me: {q}",
              "My friend and I are arguing about this. {q}", "Trivia time! {q}", "Hi! {q}", "Do you happen to know? {q}",
@@ -148,8 +152,30 @@ def lead(ex: Example, pool: list[Example]) -> Example | None:
     return _with(ex, "lead", led(ex.id, text, ex.question)) if text else None
 
 
+# Follow-ups about the answer itself, by its type (templated, a documented minority). Without them a head trained
+# on self-contained questions passed "When was he born?" after a Hamlet exchange as if it were chat.
+_THEN = {"Person": ("When were they born?", "Where were they born?", "What else are they known for?",
+                    "Are they still alive?", "Where did they grow up?", "What nationality are they?"),
+         "Place": ("Where is that?", "How many people live there?", "What country is that in?",
+                   "What is it famous for?", "What language do people speak there?"),
+         "Date": ("What else happened that year?", "Who was the US president at the time?",
+                  "What was going on in the world back then?"),
+         None: ("What else do you know about that?", "Tell me more about that.", "Interesting, what else can you "
+                "tell me about it?", "Why is that?", "Can you tell me more?")}
+
+
+def then(ex: Example, pool: list[Example]) -> Example | None:
+    kind = answer_types().get(ex.question) if ex.source == "simpleqa" else None
+    if ex.source == "simpleqa" and kind not in _THEN:
+        return None
+    asks = _THEN[kind]
+    return Example(f"{ex.id}~then", ex.source, ex.category, asks[fixed_choice(ex.id, len(asks))], [],
+                   exchange(ex.question, f"{ex.golds[0].rstrip('.')}."), True)
+
+
 VARIANTS: dict[str, Callable[[Example, list[Example]], Example | None]] = {
-    "conv": conv, "chat": chat, "prev": prev, "and": and_, "about": about, "aside": aside, "lead": lead}
+    "conv": conv, "chat": chat, "prev": prev, "and": and_, "about": about, "aside": aside, "lead": lead,
+    "then": then}
 
 
 def expand(base: list[Example], variant: str) -> list[Example]:
