@@ -89,7 +89,12 @@ TURNS = {
            _user("I love history. Who was the first president of the United States?"),
            _user("Which element has the symbol Fe?"), CAPITALS,
            # a question after chit-chat, opened by a reaction: passed (P 0.09) before the `aside` variant
-           [*JOKE, *_user("Haha. By the way, who wrote Hamlet?")]],
+           [*JOKE, *_user("Haha. By the way, who wrote Hamlet?")],
+           # asking for a definition or an explanation: passed (P 0.42, 0.03) before `alicewhat` / `fanouttopic`
+           _user("What is photosynthesis?"), _user("Tell me about the Roman Empire."),
+           # a follow-up about what the reply named: passed (P 0.26) before the `then` variant
+           [*_user("Who was the first president of the United States?"),
+            {"role": "assistant", "content": "George Washington."}, *_user("When did he die?")]],
 }
 
 

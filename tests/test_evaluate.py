@@ -9,7 +9,7 @@ import pytest
 from gate.engine import loading
 from training import evaluate
 from training import evaluate_applicability
-from training.store import data_dir, load_rows
+from training.store import data_dir, load_rows, teaches_knows
 
 SHIPPED = data_dir("smollm2-135m-instruct")
 
@@ -21,13 +21,13 @@ def test_evaluate_from_shipped_features(tmp_path, monkeypatch):
     monkeypatch.setattr(loading, "load_model", no_model)
     monkeypatch.setattr(loading.AutoModelForCausalLM, "from_pretrained", no_model)
     rows = load_rows(SHIPPED / "examples.jsonl")
-    rows = [r for r in rows if r.get("factual", True)]   # P(knows) is evaluated on knowledge questions
+    rows = [r for r in rows if teaches_knows(r)]   # P(knows) is evaluated on knowledge questions with a short gold
     metrics = evaluate.main(["--out", str(tmp_path), "--fast", "--limit", "1500", "--cv-folds", "0", "--no-applicability",
                              "--bootstrap", "20", "--min-each", "5", "--loso-draws", "2"])
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["splits"].keys() == metrics["splits"].keys() == {"random", "cross_domain", "loso"}
     for src, res in saved["splits"]["loso"].items():   # trained without `src`, tested on it
-        assert res["sidecar"]["n"] == sum(r["source"] == src and r.get("factual", True) for r in rows[:1500])
+        assert res["sidecar"]["n"] == sum(r["source"] == src for r in rows[:1500])
         assert res["sidecar"]["draws"] == 2 and 0.0 <= res["sidecar"]["auroc_sd"] < 0.5
     for split in ("random", "cross_domain"):
         methods = saved["splits"][split]["methods"]

@@ -126,13 +126,13 @@ def test_shipped_checkpoint_reproduces_its_reported_test_auroc(model):
 
     from gate.sidecar import ROOT, SidecarMismatch
     from training.splits import load_splits
-    from training.store import data_dir, is_factual, load_features, load_rows
+    from training.store import data_dir, load_features, load_rows, teaches_knows
 
     directory = data_dir(model)
     feats, ids, meta = load_features(directory / "features.npz")
     rows = load_rows(directory / "examples.jsonl")
     assert ids == [r["id"] for r in rows]
-    knowledge = np.flatnonzero([is_factual(r) for r in rows])
+    knowledge = np.flatnonzero([teaches_knows(r) for r in rows])
     rows = [rows[i] for i in knowledge]
     test = load_splits(directory / "splits.json", rows)["random"]["test"]
     sc = Sidecar.load(ROOT / "ckpts" / model, meta["signature"])

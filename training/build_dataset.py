@@ -28,7 +28,7 @@ from gate.engine.loading import model_slug
 from gate.normalize import matches
 from training.chat_sources import CHAT_LOADERS
 from training.sources import SOURCES, Example, by_id, load_examples
-from training.store import concat, data_dir, load_features, load_rows, save_examples, save_features
+from training.store import concat, data_dir, load_features, load_rows, save_examples, save_features, teaches_knows
 
 SHORT_INSTRUCTION = "Answer in a few words."
 # The shipped default dataset. Order matters for reuse: each sample is drawn from one seeded generator in turn.
@@ -40,7 +40,7 @@ CHAT_SOURCES = ("chatterbot,persistbench:120,writingbench:60,humaneval:100,codei
 # Added after those (both kinds): last, so every earlier source's seeded sample stays the same.
 LATER_SOURCES = ("naturalqs,jeopardy:600,boolq:150,skills,red~about:150,fanoutqa~about:150,squadtalk:150,droptalk:150,"
                  "red~aside:300,cbtrivia~aside:100,simpleqa~aside:60,naturalqs~aside:100,stated,squadfact:150,sciq:150,sciqa:600,"
-                 "sciqa~lead:300,coqafact:150,squadlead:300")
+                 "sciqa~lead:300,coqafact:150,squadlead:300,alicewhat:300,fanouttopic:200,simpleqa~then:150,red~then:150")
 DEFAULT_SOURCES = f"{KNOWLEDGE_SOURCES},{CHAT_SOURCES},{LATER_SOURCES}"
 
 
@@ -219,7 +219,7 @@ def build(engine, examples: list[Example], out: Path, chunk_size: int, batch_siz
     all_rows = merge(out, chunks, meta, rewrite=bool(done_examples))
     return {"examples": len(all_rows), "computed": done_examples, "seconds": elapsed,
             "per_second": done_examples / elapsed if elapsed > 0 else float("nan"),
-            "label_rate": float(np.mean([r["label"] for r in all_rows if r.get("factual", True)] or [np.nan]))}
+            "label_rate": float(np.mean([r["label"] for r in all_rows if teaches_knows(r)] or [np.nan]))}
 
 
 def merge(out: Path, chunks: list[list[Example]], meta: dict, rewrite: bool = False) -> list[dict]:
