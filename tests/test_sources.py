@@ -307,3 +307,17 @@ def test_a_follow_up_about_the_answer_asks_by_its_type_and_teaches_applicability
         assert t.question in _THEN[kind] and t.history[1]["content"].endswith(".") and ".." not in t.history[1]["content"]
         assert not teaches_knows({"source": t.source, "id": t.id}) and teaches_knows({"source": t.source, "id": "x~prev"})
     assert {types[t.history[0]["content"]] for t in turns if t.source == "simpleqa"} == {"Person", "Place", "Date"}
+
+
+def test_passages_to_work_on_are_whole_passages_with_a_request():
+    """`squadwork` / `sciqwork`: a real passage pasted whole with one templated request to transform it (chat turns:
+    the work is on the text the user gave), fixed per passage so every load makes the same turn."""
+    from training.chat_sources import _PASSAGE_TASKS, sciqwork, squadwork
+    from training.sources import sciq_items, squad_items
+    for load, items in ((squadwork, squad_items()), (sciqwork, sciq_items())):
+        turns, passages = load(), {passage for _, passage, _, _ in items}
+        assert len(turns) >= 500 and {t.category for t in turns} == {"transform"} and not any(t.factual for t in turns)
+        for t in turns:
+            task = next(f for f in _PASSAGE_TASKS if re.fullmatch(re.escape(f).replace(r"\{\}", "(.+)"), t.question, re.S))
+            assert re.fullmatch(re.escape(task).replace(r"\{\}", "(.+)"), t.question, re.S)[1] in passages
+        assert [t.id for t in load()] == [t.id for t in turns]

