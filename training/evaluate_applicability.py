@@ -26,7 +26,7 @@ from training.baselines import without_message
 from training.chat_sources import CORPUS
 from training.metrics import auroc, balanced_weights, ece, mean_over
 from training.splits import by_id, strata_of
-from training.store import dataset_folder, dataset_parser, is_factual, load_dataset
+from training.store import dataset_folder, dataset_parser, is_factual, load_dataset, variant_of
 
 NO_MESSAGE = "without_message_read"
 FULL_READ, EARLY_READ = "full_read_only", "early_read_only"  # the cascade's two reads, each alone
@@ -102,11 +102,6 @@ def summarise(rows: list[dict], y: np.ndarray, p: np.ndarray, threshold: float) 
             "passed": float((p[chat] < threshold).mean()), "n_chat": int(chat.sum()), "kinds": len(kinds),
             "gated": float((p[~chat] >= threshold).mean()), "n_factual": int((~chat).sum()),
             "auroc": auroc(y, p), "ece": ece(y, p, weights=balanced_weights(y))}
-
-
-def variant_of(example_id: str) -> str:
-    """How a knowledge question was asked: its variant (training/variants.py, after "~" in its id) or "plain"."""
-    return example_id.partition("~")[2] or "plain"
 
 
 def failures(rows: list[dict], y: np.ndarray, p: np.ndarray, threshold: float, n: int = 8) -> dict:

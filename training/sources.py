@@ -161,19 +161,23 @@ def answer_types() -> dict[str, str]:
 
 def fanoutqa() -> list[Example]:
     """FanOutQA dev: the single-hop sub-questions (one Wikipedia fact each) with a single-value answer."""
-    data = json.loads((package_dir("fanoutqa", "fanoutqa==1.1.1") / "data" / "fanout-final-dev.json").read_text("utf-8"))
-    leaves: dict[str, str] = {}
-
-    def walk(node: dict) -> None:
-        for sub in node["decomposition"]:
-            if sub["decomposition"]:
-                walk(sub)
-            elif isinstance(sub["answer"], (str, int, float)) and not isinstance(sub["answer"], bool):
-                leaves[sub["question"].strip()] = str(sub["answer"]).strip()
-    for q in data:
-        walk(q)
+    leaves = {sub["question"].strip(): str(sub["answer"]).strip() for sub in _fanout_subquestions()
+              if not sub["decomposition"] and isinstance(sub["answer"], (str, int, float))
+              and not isinstance(sub["answer"], bool)}
     return [Example(_make_id("fanoutqa", q), "fanoutqa", "single-hop", q, [a]) for q, a in leaves.items()
             if _usable(q, [a])]
+
+
+@cache
+def _fanout_subquestions() -> tuple[dict, ...]:
+    """Every sub-question of FanOutQA's dev questions, depth first (a node before its own sub-questions)."""
+    data = json.loads((package_dir("fanoutqa", "fanoutqa==1.1.1") / "data" / "fanout-final-dev.json").read_text("utf-8"))
+
+    def walk(node: dict) -> Iterator[dict]:
+        for sub in node["decomposition"]:
+            yield sub
+            yield from walk(sub)
+    return tuple(sub for q in data for sub in walk(q))
 
 
 def freshqa() -> list[Example]:
@@ -419,15 +423,7 @@ _TOPIC_ASKS = ("Tell me about {t}.", "What do you know about {t}?", "Give me a s
 def fanouttopic() -> list[Example]:
     """Requests to explain a topic ("Tell me about the Cuban Missile Crisis."), over the Wikipedia pages FanOutQA's
     answers come from (titles without a disambiguation or "List of"); templated, one phrasing per title."""
-    data = json.loads((package_dir("fanoutqa", "fanoutqa==1.1.1") / "data" / "fanout-final-dev.json").read_text("utf-8"))
-    titles: set[str] = set()
-
-    def walk(node: dict) -> None:
-        for sub in node["decomposition"]:
-            titles.update([sub["evidence"]["title"]] if sub.get("evidence") else [])
-            walk(sub)
-    for q in data:
-        walk(q)
+    titles = {sub["evidence"]["title"] for sub in _fanout_subquestions() if sub.get("evidence")}
     out = []
     for title in sorted(t for t in titles if "(" not in t and not t.startswith(("List of", "Lists of"))):
         question = _TOPIC_ASKS[fixed_choice(title, len(_TOPIC_ASKS))].format(t=title)

@@ -32,10 +32,15 @@ OPEN_SOURCES = frozenset({"alicewhat", "fanouttopic"})
 OPEN_VARIANTS = frozenset({"then"})  # follow-ups about the answer (training.variants.then): no gold of their own
 
 
+def variant_of(example_id: str) -> str:
+    """How a knowledge question was asked: its variant (training/variants.py, after "~" in its id) or "plain"."""
+    return example_id.partition("~")[2] or "plain"
+
+
 def teaches_knows(row: dict) -> bool:
     """A knowledge question whose label P(knows) learns from and is measured on."""
     return (is_factual(row) and row["source"] not in OPTIONS_SOURCES | OPEN_SOURCES
-            and row.get("id", "").partition("~")[2] not in OPEN_VARIANTS)
+            and variant_of(row.get("id", "")) not in OPEN_VARIANTS)
 
 
 def dataset_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:

@@ -165,10 +165,9 @@ _THEN = {"Person": ("When were they born?", "Where were they born?", "What else 
 
 
 def then(ex: Example, pool: list[Example]) -> Example | None:
-    kind = answer_types().get(ex.question) if ex.source == "simpleqa" else None
-    if ex.source == "simpleqa" and kind not in _THEN:
+    asks = _THEN.get(answer_types().get(ex.question, "Other") if ex.source == "simpleqa" else None)
+    if asks is None:  # a number or another kind of answer: nothing to ask about it
         return None
-    asks = _THEN[kind]
     return Example(f"{ex.id}~then", ex.source, ex.category, asks[fixed_choice(ex.id, len(asks))], [],
                    exchange(ex.question, f"{ex.golds[0].rstrip('.')}."), True)
 
