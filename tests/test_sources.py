@@ -23,16 +23,31 @@ def test_chat_sources_are_turns_without_golds(name):
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_variants_keep_source_golds_and_come_back_by_id(variant):
-    source = "sciqa" if variant == "lead" else "red"  # a lead needs its source's own passages
+    # a lead needs its source's own passages, a mention the page its source cites
+    source = {"lead": "sciqa", "mention": "simpleqa"}.get(variant, "red")
     turns = load_examples({f"{source}~{variant}": 40}, seed=1)
     assert turns and all(t.source == source and t.factual and t.id.endswith(f"~{variant}") for t in turns)
     # a follow-up about the reply's answer has no gold of its own; every other variant asks its base question
     assert all((t.golds == []) == (variant == "then") for t in turns)
-    if variant not in ("conv", "lead"):
+    if variant not in ("conv", "lead", "mention"):
         assert all(len(t.history) == 2 and t.history[1]["role"] == "assistant" for t in turns)
     rows = [{"id": t.id, "source": t.source} for t in turns]
     back = by_id(rows)
     assert all(back[t.id].question == t.question and back[t.id].history == t.history for t in turns)
+
+
+def test_a_mention_says_why_the_user_asks_and_answers_nothing():
+    """The `mention` variant: SimpleQA's question unchanged after a sentence about the user on the question's
+    topic, with its gold; only SimpleQA has topics to say it by."""
+    from training.variants import _MENTIONS
+    base = {t.id: t for t in load_examples({"simpleqa": None})}
+    turns = load_examples({"simpleqa~mention": None})
+    assert len(turns) == len(base) and not load_examples({"red~mention": None})
+    for t in turns:
+        asked = base[t.id.removesuffix("~mention")]
+        said = t.question.removesuffix(" " + asked.question)
+        assert said != t.question and said in _MENTIONS[asked.category]
+        assert t.golds == asked.golds and t.category == asked.category and not t.history
 
 
 @pytest.mark.parametrize("source", ["sciqa~lead", "squadlead"])

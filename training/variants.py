@@ -21,6 +21,11 @@ it out with its base), and its id is `<base id>~<variant>` (so shipped rows get 
   not always its answer, which the sources that state the answer (sciq, squadfact, coqafact) alone would teach.
   SQuAD's questions after such a sentence of their passage are a knowledge source of their own
   (`training.sources.squadlead`).
+- `mention`: the question after a sentence about the user on its field that answers nothing ("I'm taking an art
+  history course. Who painted ...?"; by SimpleQA's topic, templated): people say why they ask, and the shipped head
+  passes about one in five such questions ("I'm writing an essay on the Renaissance. Who painted the Sistine Chapel
+  ceiling?" 0.12) as if the turn carried its answer. Selectable, not in the default build: measured and not
+  adopted (held out no better; data/<model>/README.md).
 """
 from __future__ import annotations
 
@@ -152,6 +157,36 @@ def lead(ex: Example, pool: list[Example]) -> Example | None:
     return _with(ex, "lead", led(ex.id, text, ex.question)) if text else None
 
 
+# Why a user asks, by SimpleQA's topic (templated, a documented minority): a sentence about the user, on the
+# question's field, that answers nothing.
+_MENTIONS = {
+    "Science and technology": ("I'm studying for a science exam.", "I've been getting into science podcasts lately.",
+                               "My kid asked me something about science I couldn't answer."),
+    "Politics": ("I've been following the news a lot lately.", "We got into a political debate at dinner.",
+                 "I'm taking a political science class."),
+    "Art": ("I visited an art museum last weekend.", "I'm taking an art history course.",
+            "My daughter wants to be a painter."),
+    "Geography": ("I'm planning a trip around the world.", "I'm studying for a geography quiz.",
+                  "I love looking at maps."),
+    "Sports": ("I'm watching the game with friends.", "I've been a sports fan my whole life.",
+               "My son just joined a team."),
+    "Music": ("I've been listening to a lot of old records.", "I'm learning to play the piano.",
+              "My band is working on a new set."),
+    "TV shows": ("I've been binge-watching a lot of TV lately.", "My friends and I have a weekly show night.",
+                 "I'm rewatching one of my favourite series."),
+    "History": ("I'm reading a history book.", "My grandfather loves to talk about the past.",
+                "I'm writing a history essay."),
+    "Video games": ("I've been gaming all weekend.", "My brother is really into video games.",
+                    "I'm writing a post for a gaming forum."),
+    "Other": ("My friend and I have a bet going.", "This came up at work today.", "I've been curious about this for a while."),
+}
+
+
+def mention(ex: Example, pool: list[Example]) -> Example | None:
+    says = _MENTIONS.get(ex.category) if ex.source == "simpleqa" else None
+    return _with(ex, "mention", f"{says[fixed_choice(ex.id, len(says))]} {ex.question}") if says else None
+
+
 # Follow-ups about the answer itself, by its type (templated, a documented minority). Without them a head trained
 # on self-contained questions passed "When was he born?" after a Hamlet exchange as if it were chat.
 _THEN = {"Person": ("When were they born?", "Where were they born?", "What else are they known for?",
@@ -174,7 +209,7 @@ def then(ex: Example, pool: list[Example]) -> Example | None:
 
 VARIANTS: dict[str, Callable[[Example, list[Example]], Example | None]] = {
     "conv": conv, "chat": chat, "prev": prev, "and": and_, "about": about, "aside": aside, "lead": lead,
-    "then": then}
+    "then": then, "mention": mention}
 
 
 def expand(base: list[Example], variant: str) -> list[Example]:
