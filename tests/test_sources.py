@@ -23,7 +23,7 @@ def test_chat_sources_are_turns_without_golds(name):
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_variants_keep_source_golds_and_come_back_by_id(variant):
-    # a lead needs its source's own passages, a mention the page its source cites
+    # a lead needs its source's own passages, a mention its source's topics
     source = {"lead": "sciqa", "mention": "simpleqa"}.get(variant, "red")
     turns = load_examples({f"{source}~{variant}": 40}, seed=1)
     assert turns and all(t.source == source and t.factual and t.id.endswith(f"~{variant}") for t in turns)

@@ -28,6 +28,7 @@ from gate.engine.loading import model_slug
 from gate.normalize import matches
 from training.chat_sources import CHAT_LOADERS
 from training.sources import SOURCES, Example, by_id, load_examples
+from training.variants import VARIANTS
 from training.store import concat, data_dir, load_features, load_rows, save_examples, save_features, teaches_knows
 
 SHORT_INSTRUCTION = "Answer in a few words."
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", help="model id or local path (default: the config's model.id)")
     ap.add_argument("--sources", default=DEFAULT_SOURCES,
                     help="comma list of source[:max_n]: knowledge sources (" + ", ".join(SOURCES) + "), their "
-                         "conversational variants (<source>~conv|chat|prev|and|about|aside|lead) and chat turns that are not "
+                         "conversational variants (<source>~" + "|".join(VARIANTS) + ") and chat turns that are not "
                          "knowledge questions (" + ", ".join(CHAT_LOADERS) + "). Default: %(default)s")
     ap.add_argument("--limit", type=int, help="keep only the first N examples (smoke runs)")
     ap.add_argument("--batch-size", type=int, default=32, help="prompts per forward (default: %(default)s)")
