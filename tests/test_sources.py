@@ -281,13 +281,15 @@ def test_coqa_facts_hold_their_span_answer_without_a_dateline():
     assert len(held) >= 1400 and not any("(CNN)" in t for t in turns)
 
 
-def test_a_dataset_built_before_the_slogans_were_asked_still_loads():
-    """The Qwen dataset holds Red's slogans bare (built before they were asked as questions): they still get
-    their text back by id."""
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "qwen2.5-coder-1.5b-instruct"])
+def test_every_shipped_turn_gets_its_text_back_by_id(model):
+    """Shipped datasets carry ids only; every row's question comes back from the installed packages, Red's
+    slogans asked as questions (the Qwen dataset's bare ones left it with its 2026-12-06 rebuild)."""
     from training.store import data_dir, load_examples as load_shipped
-    rows = load_shipped(data_dir("qwen2.5-coder-1.5b-instruct") / "examples.jsonl")
-    bare = [r for r in rows if r["category"] == "slogans"]
-    assert bare and not any(r["question"].startswith("Whose slogan") for r in bare)
+    rows = load_shipped(data_dir(model) / "examples.jsonl")
+    assert rows and all(r["question"] for r in rows)
+    slogans = [r for r in rows if r["category"] == "slogans" and not r["id"].endswith("~then")]  # a follow-up
+    assert slogans and all("whose slogan is" in r["question"].lower() for r in slogans)
 
 
 def test_questions_that_ask_for_an_explanation_teach_applicability_only():

@@ -111,14 +111,13 @@ def _usable(question: str, golds: list[str]) -> bool:
             and not gold_in_question(question, golds))
 
 
-def red_trivia(categories: tuple[str, ...] = RED_GENERAL, source: str = "red", asked: bool = True) -> list[Example]:
-    """Red-DiscordBot trivia: question -> accepted answers, one YAML list per category. `asked=False`: the lists'
-    entries as they are (how datasets built before _RED_ASKS hold them)."""
-    return list(_red_trivia(tuple(categories), source, asked))
+def red_trivia(categories: tuple[str, ...] = RED_GENERAL, source: str = "red") -> list[Example]:
+    """Red-DiscordBot trivia: question -> accepted answers, one YAML list per category."""
+    return list(_red_trivia(tuple(categories), source))
 
 
 @cache
-def _red_trivia(categories: tuple[str, ...], source: str, asked: bool) -> tuple[Example, ...]:
+def _red_trivia(categories: tuple[str, ...], source: str) -> tuple[Example, ...]:
     """Parsed once per process: the base questions and every variant of them read the same lists."""
     lists = package_dir("redbot", "Red-DiscordBot==3.5.24") / "cogs" / "trivia" / "data" / "lists"
     out = []
@@ -128,7 +127,7 @@ def _red_trivia(categories: tuple[str, ...], source: str, asked: bool) -> tuple[
             if str(q) in _META_KEYS or not isinstance(answers, list):
                 continue
             question, golds = str(q).strip(), [str(a).strip() for a in answers]
-            question = _RED_ASKS.get(cat, "{q}").format(q=question) if asked else question
+            question = _RED_ASKS.get(cat, "{q}").format(q=question)
             if _usable(question, golds):
                 out.append(Example(_make_id(source, question), source, cat, question, golds))
     return tuple(out)
@@ -522,11 +521,4 @@ def by_id(rows: list[dict]) -> dict[str, Example]:
     """Every example the rows' sources (and variants, named in their ids) can make, keyed by id: how shipped
     rows get their text back."""
     names = {r["source"] for r in rows} | {f"{r['source']}~{r['id'].split('~')[1]}" for r in rows if "~" in r["id"]}
-    out = {ex.id: ex for name in sorted(names) for ex in _loader(name)()}
-    if any(r["id"] not in out for r in rows):  # built before Red's slogans were asked (the Qwen dataset)
-        from training.variants import expand
-        bare = red_trivia(asked=False)
-        for name in (n for n in names if n.partition("~")[0] == "red"):
-            variant = name.partition("~")[2]
-            out |= {ex.id: ex for ex in (expand(bare, variant) if variant else bare) if ex.id not in out}
-    return out
+    return {ex.id: ex for name in sorted(names) for ex in _loader(name)()}
