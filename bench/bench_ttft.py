@@ -26,7 +26,6 @@ import numpy as np
 import torch
 
 from common import add_model_args, messages_of, settings_from
-from gate.engine.chat import seed_opening
 from gate.engine.generate import SamplingParams, continue_tokens, prefill
 from gate.pipeline import Gate
 from gate.turns import TurnOverrides
@@ -52,8 +51,7 @@ def no_probe(gate: Gate, messages: list[dict], seed: str, params: SamplingParams
     prompt = engine.prompt(messages)
     ids, _ = engine.encode([prompt])
     start = time.perf_counter()
-    extra = engine.tokenizer(seed_opening(prompt, engine.thinking, seed), add_special_tokens=False,
-                             return_tensors="pt")["input_ids"].to(engine.device)
+    extra = torch.tensor([engine.seed_ids(prompt, seed)], dtype=torch.long, device=engine.device)
     full = torch.cat([ids, extra], dim=1)
     first, n = None, 0
     for tok in continue_tokens(engine.model, prefill(engine.model, full, torch.ones_like(full)), params, gate.eos_ids):

@@ -31,6 +31,8 @@ class ModelSettings(_Strict):
     stop_tokens: list[str] | None = Field(None, description="end-of-turn tokens besides EOS; null = the profile's")
     thinking: Literal["auto", "gemma4", "think", "prefill"] = Field(
         "auto", description="auto = the model profile's, else detected from the tokenizer")
+    after_seed: str | None = Field(None, description="what the model always writes right after a seed, fed with "
+                                   "it so the first generated token is visible; null = the profile's, \"\" = none")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch's default. On a CPU "
                                 "shared with other jobs, 1 avoids threads spinning against each other")
 

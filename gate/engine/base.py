@@ -18,7 +18,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from gate.config import FeatureSettings, Settings
-from gate.engine.chat import ThinkingFormat, message_span, render_prompt
+from gate.engine.chat import ThinkingFormat, message_span, render_prompt, seed_opening
 from gate.engine.features import Features
 from gate.engine.generate import SamplingParams
 from gate.models import Profile
@@ -82,6 +82,12 @@ class TurnEngine(ABC):
     def tokens(self, text: str) -> list[int]:
         """One text, never padded: a fast tokenizer whose padding state never changes is safe across threads."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def seed_ids(self, prompt: str, seed: str) -> list[int]:
+        """The tokens a seed appends after `prompt`: its opening, then what the model always writes next
+        (`profile.after_seed`), tokenised apart so that it stays the token the model itself would write."""
+        tail = self.tokens(self.profile.after_seed) if self.profile.after_seed else []
+        return self.tokens(seed_opening(prompt, self.thinking, seed)) + tail
 
     def tokens_and_span(self, prompt: str, messages: list[dict]) -> tuple[list[int], Span]:
         """`tokens(prompt)` and where the latest user message lies in them (the message read averages over it),
