@@ -2,8 +2,11 @@
 import pytest
 import torch
 
+from gate.config import Seeds
+from gate.engine.chat import seed_opening
 from gate.engine.generate import SamplingParams, continue_tokens, pick
 from gate.engine.reply import IncrementalDecoder
+from gate.policy import seed_text
 from gate.turns import Delta, GateView, PromptTooLong, TurnError, TurnOverrides, TurnResult
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -127,9 +130,6 @@ def test_a_turn_that_passes_is_generated_plainly(make_gate):
 def test_the_token_the_model_writes_after_a_seed_is_fed_with_it(any_engine, decision):
     """SmolLM2 writes a lone newline right after a hidden-prefill seed (its profile's `after_seed`): fed with the
     seed, the first generated token is the reply's text, and greedy decoding gives the same reply one step sooner."""
-    from gate.config import Seeds
-    from gate.engine.chat import seed_opening
-    from gate.policy import seed_text
     engine, params = any_engine, SamplingParams(max_tokens=10)
     newline = engine.tokens("\n")
     assert engine.profile.after_seed == "\n" and len(newline) == 1
