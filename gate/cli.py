@@ -49,15 +49,15 @@ def _ui(settings: Settings, args: argparse.Namespace) -> None:
 
 def _config(settings: Settings, args: argparse.Namespace) -> None:
     import dataclasses
+    import json
 
     import yaml
 
     from gate.models import profile_for
     print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
-    profile = {k: list(v) if isinstance(v, tuple) else v
-               for k, v in dataclasses.asdict(profile_for(settings.model)).items()}
     print(f"# model.id {settings.model.id!r} is served with this profile (non-null model.* values above win):")
-    print("".join(f"#   {line}\n" for line in yaml.safe_dump(profile, sort_keys=False).splitlines()), end="")
+    for key, value in dataclasses.asdict(profile_for(settings.model)).items():  # JSON values are YAML, one a line
+        print(f"#   {key}: {json.dumps(value)}")
 
 
 def _models(settings: Settings, args: argparse.Namespace) -> None:

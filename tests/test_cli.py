@@ -28,7 +28,9 @@ def test_config_prints_valid_yaml_and_the_model_profile(tmp_path, capsys):
     path.write_text("model:\n  id: qwen2.5-coder-1.5b-instruct\n")
     main(["--config", str(path), "config"])
     out = capsys.readouterr().out
-    assert "#   system_prompt: You are Qwen, created by Alibaba Cloud." in out  # not SmolLM's
+    profile = yaml.safe_load("\n".join(line[4:] for line in out.splitlines() if line.startswith("#   ")))
+    assert profile["system_prompt"] == "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    assert profile["after_seed"] == "" and profile["stop_tokens"] == ["<|im_end|>", "<|endoftext|>"]
     (tmp_path / "again.yaml").write_text(out)
     assert load_settings(tmp_path / "again.yaml").model.id == "qwen2.5-coder-1.5b-instruct"
     assert yaml.safe_load(out)["model"]["system_prompt"] is None
@@ -41,6 +43,8 @@ def test_model_option_picks_the_model_and_its_profile(capsys):
     out = capsys.readouterr().out
     assert yaml.safe_load(out)["model"]["id"] == "qwen2.5-coder-1.5b-instruct"
     assert "You are Qwen" in out
+    main(["--model", "smollm2-135m-instruct", "config"])
+    assert '#   after_seed: "\\n"' in capsys.readouterr().out  # a newline shown escaped, on one line
 
 
 def test_probe_prints_every_layer(capsys, engine, monkeypatch):
