@@ -16,15 +16,16 @@ import argparse
 import collections
 import json
 import random
-from pathlib import Path
 
 from tqdm import tqdm
 
 from common import add_model_args, settings_from
 from gate.engine.chat import seed_opening
 from gate.engine.generate import SamplingParams
+from gate.engine.loading import model_slug
 from gate.engine.runtime import Engine
 from gate.policy import seed_text
+from gate.sidecar import data_dir
 from training.sources import by_id
 
 DECISIONS = ("answer", "hedge", "abstain")
@@ -43,7 +44,8 @@ def main() -> None:
         settings = settings.model_copy(update={"model": settings.model.model_copy(update={"after_seed": args.after_seed})})
     model = settings.model.id
     engine = Engine(settings)
-    rows = [json.loads(line) for line in Path(f"data/{model}/examples.jsonl").open() if '"factual": true' in line]
+    examples_file = data_dir(model_slug(model)) / "examples.jsonl"
+    rows = [json.loads(line) for line in examples_file.open() if '"factual": true' in line]
     rows = random.Random(0).sample(rows, min(args.turns, len(rows)))
     examples, params = by_id(rows), SamplingParams(args.max_tokens, 0.0, 1.0, None, [])
     fed = engine.profile.after_seed
