@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import random
 
 from tqdm import tqdm
@@ -27,6 +26,7 @@ from gate.engine.runtime import Engine
 from gate.policy import seed_text
 from gate.sidecar import data_dir
 from training.sources import by_id
+from training.store import is_factual, load_rows
 
 DECISIONS = ("answer", "hedge", "abstain")
 
@@ -44,8 +44,7 @@ def main() -> None:
         settings = settings.model_copy(update={"model": settings.model.model_copy(update={"after_seed": args.after_seed})})
     model = settings.model.id
     engine = Engine(settings)
-    examples_file = data_dir(model_slug(model)) / "examples.jsonl"
-    rows = [json.loads(line) for line in examples_file.open() if '"factual": true' in line]
+    rows = [r for r in load_rows(data_dir(model_slug(model)) / "examples.jsonl") if is_factual(r)]
     rows = random.Random(0).sample(rows, min(args.turns, len(rows)))
     examples, params = by_id(rows), SamplingParams(args.max_tokens, 0.0, 1.0, None, [])
     fed = engine.profile.after_seed

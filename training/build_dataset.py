@@ -28,8 +28,8 @@ from gate.engine.loading import model_slug
 from gate.normalize import matches
 from training.chat_sources import CHAT_LOADERS
 from training.sources import SOURCES, Example, by_id, load_examples
-from training.variants import VARIANTS
 from training.store import concat, data_dir, load_features, load_rows, save_examples, save_features, teaches_knows
+from training.variants import VARIANTS
 
 SHORT_INSTRUCTION = "Answer in a few words."
 # The shipped default dataset. Order matters for reuse: each sample is drawn from one seeded generator in turn.
