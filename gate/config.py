@@ -128,8 +128,8 @@ class ServerSettings(_Strict):
 
 # Engine arguments the vLLM engine sets itself (from the settings named here), so they cannot be passed through.
 VLLM_OWNED = {"model": "model.id", "tokenizer": "model.id", "dtype": "model.dtype", "block_size": "vllm.block_size",
-              "kv_cache_memory_bytes": "vllm.kv_cache_gb", "enable_prefix_caching": "always on (the seed reuses "
-              "the prompt's KV)", "enforce_eager": "always on (hooks do not fire in compiled graphs)",
+              "kv_cache_memory_bytes": "vllm.kv_cache_gb", "enable_prefix_caching": "always on (a conversation's "
+              "next turn reuses its earlier turns' KV)", "enforce_eager": "always on (hooks do not fire in compiled graphs)",
               "worker_extension_cls": "the gate's hooks", "scheduler_cls": "the gate's (probes' cache reads)",
               "pipeline_parallel_size": "not supported (the hooks "
               "read every layer on one rank)"}

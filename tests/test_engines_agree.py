@@ -9,6 +9,7 @@ the same at ≥ 95% of layers, P(knows) within 0.02.
 """
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -97,20 +98,48 @@ def test_probe_view_lens_agrees(engine, vllm_engine):
 
 
 def test_a_passing_turn_continues_its_probe(engine, vllm_engine, reference):
-    """Given the turn's sampling, the probe is the plain reply's own request: the same features, and
-    `tokens([])` streams that request's tokens, the ones a plain request gives; a seeded turn aborts it and
-    sends prompt + seed."""
+    """Given the turn's sampling, the probe is a session that sampled the reply's first token: the same
+    features; `tokens([])` streams that token and the session goes on from it, and `tokens(seed)` computes the seed
+    on the prompt's KV in the same request; either way the tokens are those of a plain request (float32, greedy)."""
     params = SamplingParams(max_tokens=8)
     read = vllm_engine.read(**_read(engine, PROMPTS[0]), probe=True, params=params)
     _assert_agree(read.features, reference[0])
-    plain = read.plain[0]
+    session = read.session
     got = list(read.tokens([], params))
     assert got == list(vllm_engine.read(_read(engine, PROMPTS[0])["ids"], probe=False).tokens([], params))
-    assert len(got) == 8 and plain.task.done() and read.plain is None
+    assert len(got) == 8 and session.stream.task.done() and not session.stream.task.cancelled()
+    seed = engine.tokens("I am sure of this.\n")
     seeded = vllm_engine.read(**_read(engine, PROMPTS[1]), probe=True, params=params)
-    dropped = seeded.plain[0]
-    assert list(seeded.tokens(engine.tokens("I am sure of this.\n"), params))
-    assert dropped.task.cancelled()
+    session = seeded.session
+    got = list(seeded.tokens(seed, params))
+    assert got == list(vllm_engine.read(_read(engine, PROMPTS[1])["ids"], probe=False).tokens(seed, params))
+    assert len(got) == 8 and session.stream.task.done() and not session.stream.task.cancelled()
+    for read in (read, seeded):
+        read.close()
+
+
+def test_a_probe_session_ends_with_its_turn(engine, vllm_engine):
+    """A turn that abstains (its tokens never taken) or stops early ends its session: vLLM keeps no paused request
+    (a paused session holds its KV blocks and a running slot)."""
+    params = SamplingParams(max_tokens=8)
+    abstained = vllm_engine.read(**_read(engine, PROMPTS[0]), probe=True, params=params)
+    stopped = vllm_engine.read(**_read(engine, PROMPTS[1]), probe=True, params=params)
+    steps = stopped.tokens([], params)
+    next(steps)
+    steps.close()
+    unfinished = vllm_engine._llm.output_processor.get_num_unfinished_requests
+
+    def settled() -> int:
+        deadline, count = time.monotonic() + 1, unfinished()
+        while time.monotonic() < deadline:  # aborts reach vLLM's loop a moment later
+            time.sleep(0.05)
+            count = unfinished()
+        return count
+
+    assert settled() == 1  # the abstained turn's session, waiting for its next input
+    abstained.close()
+    stopped.close()
+    assert settled() == 0
 
 
 def test_a_turn_that_exits_early_never_waits_for_the_lens(engine, vllm_engine, reference):

@@ -3,8 +3,8 @@
 A turn asks its engine to read the prompt (with the gate's hooks, or plainly in `off` mode) and then to
 continue it after the seed. Two implementations: `runtime.Engine` (transformers: hooks + DynamicCache, one
 turn at a time) and `vllm_engine.VllmEngine` (hooks inside vLLM's worker during vLLM's own prefill; the probe
-request is already the plain reply, which a passing turn streams on; the seeded generation reuses the prompt's
-KV through prefix caching; many turns at once).
+is a streaming-input session that samples the reply's first token and then takes the turn's next input, that
+token or the seed, on the prompt's KV; many turns at once).
 """
 from __future__ import annotations
 
@@ -108,8 +108,9 @@ class TurnEngine(ABC):
              params: SamplingParams | None = None) -> ReadPrompt:
         """Read a prompt: with `probe`, its features (and the lens's top `lens_top` tokens per layer); `span`
         is its latest user message (`span()`; None: the prompt's tail). `params`: the turn's sampling when it
-        will generate, so an engine may start the plain reply during the probe (`tokens([], params)` takes it:
-        a turn that passes then gets its first token as soon as its decision is made)."""
+        will generate, so an engine may sample the reply's first token in the probe (`tokens([], params)` takes
+        it: a turn that passes then gets its first token as soon as its decision is made). A read with `params`
+        must be closed (`close`), whatever the turn did with it."""
 
     @abstractmethod
     def weight_bytes(self) -> int:

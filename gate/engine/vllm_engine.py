@@ -7,11 +7,12 @@ prefill, pushes its residual reads as soon as the forward has read it, computes 
 forward's critical path and pushes them too, as small arrays through a pipe (an authenticated Unix socket) that a
 reader thread here hands to the waiting turn. The turn waits for the rest only if a head reads it
 (LazyFeatures: the applicability head's early read decides most turns on the residual alone). A turn that will
-generate sends its own sampling with the probe, so the probe request is the plain reply: while the turn decides, it
-goes on decoding, and a turn that passes (no seed) streams it on — one request, one prefill, as in `off` mode.
-Any other turn aborts it (a token or two decoded in vain) and sends the generation request, prompt + seed,
-which reuses the prompt's KV blocks through prefix caching (only the tail after the last full block and the
-seed are computed). In `off` mode there is no probe: one plain request.
+generate makes its probe a vLLM streaming-input session (one request whose input comes in parts): the prompt,
+sampled for one token with the turn's own sampling, then the session waits, holding the prompt's KV, for the
+turn's decision. A turn that passes streams that token at once and sends it back as the session's next input, so
+the reply goes on from it; a seeded turn sends the seed, and vLLM computes only the seed's tokens on the prompt's
+KV (the session drops the sampled token). One request, one prefill of the prompt, whatever the decision; an
+abstained turn aborts it. In `off` mode, and for the probe view, there is no session: one plain request.
 
 vLLM's async engine (AsyncLLM) lives on its own event loop in a background thread; a turn calls it from
 its worker thread and blocks on the result, so the pipeline stays the same for both engines and turns
@@ -28,7 +29,7 @@ import queue
 import threading
 import uuid
 from multiprocessing.connection import Listener
-from typing import Any, Awaitable, Iterator, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Iterator, TypeVar
 
 from transformers import AutoTokenizer
 
@@ -71,27 +72,75 @@ class _Stream:
         self.loop.call_soon_threadsafe(self.task.cancel)
 
 
+class _Session:
+    """A generating turn's probe: a vLLM streaming-input session whose first input, the prompt, has sampled one
+    token with the turn's sampling; `inputs` takes the session's next input, (token ids, vLLM sampling), or None to
+    end it."""
+
+    def __init__(self, stream: _Stream, params: SamplingParams, inputs: asyncio.Future):
+        self.stream, self.params, self.inputs = stream, params, inputs
+
+    def send(self, chunk: tuple[list[int], Any] | None) -> None:
+        self.stream.loop.call_soon_threadsafe(lambda: self.inputs.done() or self.inputs.set_result(chunk))
+
+    def first(self) -> list[int]:
+        """The sampled token (and any that came with it); raises the request's error."""
+        item = self.stream.out.get()
+        if isinstance(item, BaseException):
+            raise item
+        return [] if item is _END else item
+
+
 class _Read(ReadPrompt):
-    """A prompt read by a probe (or not at all, in `off` mode). A probe that knew the turn's sampling is
-    already generating the plain reply (`plain`): a turn that passes takes it, any other turn drops it and
-    sends prompt + seed."""
+    """A prompt read by a probe (or not at all, in `off` mode). A generating turn's probe is a session (`session`)
+    waiting for the turn's next input: the sampled token back (the turn passes), or the seed."""
 
     def __init__(self, engine: "VllmEngine", ids: list[int], features: Features | None, lens: LensTop | None,
-                 plain: tuple[_Stream, SamplingParams] | None = None, key: str | None = None):
-        self.engine, self.ids, self.features, self.lens, self.plain, self.key = engine, ids, features, lens, plain, key
+                 session: _Session | None = None, key: str | None = None):
+        self.engine, self.ids, self.features, self.lens, self.session, self.key = engine, ids, features, lens, session, key
+        self.taken: _Session | None = None  # the session once `tokens` took it
 
     def tokens(self, extra_ids: list[int], params: SamplingParams) -> Iterator[int]:
-        if self.plain is not None and not extra_ids and self.plain[1] == params:
-            plain, self.plain = self.plain[0], None
-            return iter(plain)
-        self.close()
-        return self.engine.stream(self.ids + extra_ids, params)
+        session, self.session = self.session, None
+        if session is None:
+            return self.engine.stream(self.ids + extra_ids, params)
+        self.taken = session  # close() still ends it
+        if extra_ids:  # the seed, on the prompt's KV; the sampled token is dropped
+            session.send((extra_ids, self.engine._sampling(params)))
+            return self._after(session, skip=1)
+        if session.params != params:  # another sampling than the probe's: a plain request
+            session.stream.cancel()
+            return self.engine.stream(self.ids, params)
+        return self._passed(session, params)
+
+    def _passed(self, session: _Session, params: SamplingParams) -> Iterator[int]:
+        """The plain reply: the probe's token now, then the session fed that token."""
+        first = session.first()
+        if not first or first[0] in self.engine.eos_ids or params.max_tokens <= 1:
+            session.send(None)
+            yield from first[:1]
+            return
+        session.send((first[:1], self.engine._sampling(params, max_tokens=params.max_tokens - 1)))
+        yield first[0]
+        yield from self._after(session, skip=0)
+
+    @staticmethod
+    def _after(session: _Session, skip: int) -> Iterator[int]:
+        """The session's tokens after its first `skip` (the probe's sampled token, for a seeded turn)."""
+        for token in session.stream:
+            if skip:
+                skip -= 1
+                continue
+            yield token
 
     def close(self) -> None:
-        if self.plain is not None:
-            self.plain[0].cancel()
-            self.plain = None
-        if self.key is not None:  # the rest of the features, if nothing waited for them
+        """End the session, whether or not its tokens were taken (the turn is over), and drop the features that
+        nothing waited for."""
+        for session in (self.session, self.taken):
+            if session is not None:
+                session.stream.cancel()
+        self.session = self.taken = None
+        if self.key is not None:
             self.engine.forget(self.key)
             self.key = None
 
@@ -176,8 +225,9 @@ class VllmEngine(TurnEngine):
              params: SamplingParams | None = None) -> ReadPrompt:
         if not probe:
             return _Read(self, ids, None, None)
-        out = None if params is None else queue.SimpleQueue()
-        key, residual, full, task = self._call(self._probe(ids, lens_top, span or self.tail_span(len(ids)), params, out))
+        out, inputs = queue.SimpleQueue(), None if params is None else self._call(self._future())
+        key, residual, full, task = self._call(self._probe(ids, lens_top, span or self.tail_span(len(ids)), params, out,
+                                                           inputs))
         lens: list[LensTop] = []
 
         def rest() -> Features:
@@ -189,8 +239,8 @@ class VllmEngine(TurnEngine):
         features = LazyFeatures(*unpack_residual(residual), rest)
         if lens_top:
             features.full()  # the probe view shows everything: wait for it now
-        plain = None if params is None else (_Stream(self._loop, task, out), params)
-        return _Read(self, ids, features, lens[0] if lens else None, plain, key)
+        session = None if params is None else _Session(_Stream(self._loop, task, out), params, inputs)
+        return _Read(self, ids, features, lens[0] if lens else None, session, key)
 
     def stream(self, ids: list[int], params: SamplingParams) -> Iterator[int]:
         """Generated ids of one request, as they come; closing the iterator aborts the request in vLLM."""
@@ -208,29 +258,45 @@ class VllmEngine(TurnEngine):
 
     # ---- on the engine's loop -------------------------------------------------------------------------
 
+    @staticmethod
+    async def _future() -> asyncio.Future:
+        return asyncio.get_running_loop().create_future()
+
     async def _probe(self, ids: list[int], lens_top: int, span: Span, params: SamplingParams | None,
-                     out: queue.SimpleQueue | None) -> tuple[str, bytes, asyncio.Future, asyncio.Task]:
+                     out: queue.SimpleQueue, inputs: asyncio.Future | None
+                     ) -> tuple[str, bytes, asyncio.Future, asyncio.Task]:
         """The prompt's prefill with the gate's hooks, then its residual reads (and the future of the rest of its
         features, pushed later under the same key). Its own forward computes the last K positions and the latest
         user message (`span`), the rest may come from the prefix cache. Without `params` the probe is one greedy
-        token (the probe view); with them it is the turn's plain reply, whose tokens go on to `out` while the turn
-        decides."""
-        from vllm import SamplingParams as VllmParams
+        token (the probe view); with them it is a session's first input, one token sampled with them, and the
+        session's next input is whatever `inputs` is set to (None: none, the session ends)."""
         key = uuid.uuid4().hex
         compute = max(self.features.positions, len(ids) - span[0])
         extra = dict(extra_args={PROBE: key, LENS_TOP: lens_top, COMPUTE: compute, SPAN: list(span)},
                      skip_reading_prefix_cache=self._probe_skips_cache)
-        sampling = (VllmParams(max_tokens=1, temperature=0.0, detokenize=False, **extra) if params is None
-                    else self._sampling(params, **extra))
         loop = asyncio.get_running_loop()
         waiters = self._waiting[key] = {RESIDUAL: loop.create_future(), FULL: loop.create_future()}
-        task = await self._start(ids, sampling, out or queue.SimpleQueue(), f"probe-{key}")
+        sampling = self._sampling(params or SamplingParams(max_tokens=1, temperature=0.0), max_tokens=1, **extra)
+        prompt = ids if inputs is None else self._session(ids, sampling, inputs)
+        task = await self._start(prompt, sampling, out, f"probe-{key}")
         try:
             return key, await self._features_of(waiters[RESIDUAL], task), waiters[FULL], task
         except BaseException:
             task.cancel()
             self._waiting.pop(key, None)
             raise
+
+    @staticmethod
+    async def _session(ids: list[int], first: Any, inputs: asyncio.Future) -> AsyncIterator[Any]:
+        """A streaming-input session's inputs: the prompt, then (token ids, sampling) once `inputs` says so.
+        vLLM extends a session's token lists in place, so each input is a copy."""
+        from vllm import TokensPrompt
+        from vllm.engine.protocol import StreamingInput
+        yield StreamingInput(TokensPrompt(prompt_token_ids=list(ids)), first)
+        chunk = await inputs
+        if chunk is not None:
+            yield StreamingInput(TokensPrompt(prompt_token_ids=list(chunk[0])), chunk[1])
+
     @staticmethod
     async def _features_of(features: asyncio.Future, task: asyncio.Task) -> bytes:
         """A probe's packed arrays, once its worker pushes them; its request's error if that fails first."""
@@ -246,25 +312,29 @@ class VllmEngine(TurnEngine):
         return blob
 
     def _sampling(self, params: SamplingParams, **extra) -> Any:
-        """vLLM's sampling for a turn's reply: new token ids only, as they come."""
+        """vLLM's sampling for a turn's reply: new token ids only, as they come (`extra`: vLLM's own fields,
+        over these)."""
         from vllm import SamplingParams as VllmParams
         from vllm.sampling_params import RequestOutputKind
-        return VllmParams(max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
-                          seed=params.seed, stop_token_ids=self.eos_ids, detokenize=False,
-                          output_kind=RequestOutputKind.DELTA, **extra)
+        return VllmParams(**{**dict(max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
+                                    seed=params.seed, stop_token_ids=self.eos_ids, detokenize=False,
+                                    output_kind=RequestOutputKind.DELTA), **extra})
 
-    async def _start(self, ids: list[int], sampling: Any, out: queue.SimpleQueue, request_id: str | None = None
-                     ) -> asyncio.Task:
-        """Start one request on this loop; its new token ids go to `out` as they come, then _END."""
-        return asyncio.ensure_future(self._generate(ids, sampling, out, request_id or f"turn-{uuid.uuid4().hex}"))
+    async def _start(self, prompt: list[int] | AsyncIterator[Any], sampling: Any, out: queue.SimpleQueue,
+                     request_id: str | None = None) -> asyncio.Task:
+        """Start one request on this loop (token ids, or a session's inputs, whose first input carries its
+        sampling, also given here); its new token ids go to `out` as they come, then _END."""
+        return asyncio.ensure_future(self._generate(prompt, sampling, out, request_id or f"turn-{uuid.uuid4().hex}"))
 
-    async def _generate(self, ids: list[int], sampling: Any, out: queue.SimpleQueue,
+    async def _generate(self, prompt: list[int] | AsyncIterator[Any], sampling: Any, out: queue.SimpleQueue,
                         request_id: str) -> BaseException | None:
         """One request's new token ids to `out`, then _END; an error goes there too (the turn's thread raises
         it) and is returned (a probe waiting for its features raises it at once)."""
         from vllm import TokensPrompt
+        if isinstance(prompt, list):
+            prompt = TokensPrompt(prompt_token_ids=list(prompt))
         try:
-            async for chunk in self._llm.generate(TokensPrompt(prompt_token_ids=ids), sampling, request_id=request_id):
+            async for chunk in self._llm.generate(prompt, sampling, request_id=request_id):
                 out.put(list(chunk.outputs[0].token_ids))
         except Exception as exc:
             out.put(exc)
