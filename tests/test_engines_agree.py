@@ -100,7 +100,8 @@ def test_probe_view_lens_agrees(engine, vllm_engine):
 def test_a_passing_turn_continues_its_probe(engine, vllm_engine, reference):
     """Given the turn's sampling, the probe is a session that sampled the reply's first token: the same
     features; `tokens([])` streams that token and the session goes on from it, and `tokens(seed)` computes the seed
-    on the prompt's KV in the same request; either way the tokens are those of a plain request (float32, greedy)."""
+    on the prompt's KV in the same request; either way the tokens are those of a plain request (float32; greedy, and
+    sampled with a seed)."""
     params = SamplingParams(max_tokens=8)
     read = vllm_engine.read(**_read(engine, PROMPTS[0]), probe=True, params=params)
     _assert_agree(read.features, reference[0])
@@ -116,6 +117,11 @@ def test_a_passing_turn_continues_its_probe(engine, vllm_engine, reference):
     assert len(got) == 8 and session.stream.task.done() and not session.stream.task.cancelled()
     for read in (read, seeded):
         read.close()
+    sampled = SamplingParams(max_tokens=8, temperature=1.0, top_p=0.95, seed=7)  # the same draws as a plain request
+    read = vllm_engine.read(**_read(engine, PROMPTS[2]), probe=True, params=sampled)
+    got = list(read.tokens([], sampled))
+    read.close()
+    assert got == list(vllm_engine.read(_read(engine, PROMPTS[2])["ids"], probe=False).tokens([], sampled))
 
 
 def test_a_probe_session_ends_with_its_turn(engine, vllm_engine):
