@@ -5,8 +5,9 @@ head reads its features as P(factual) — a turn that is not a knowledge questio
 sidecar turns them into P(knows); the policy picks a band, the seed opens the thought, and decoding
 continues from the probe's KV cache (the seed's tokens are one more forward on that cache; the prompt is
 never run twice; on vLLM the probe is a session of one request, which a turn that passes continues from its
-first sampled token and a seeded one continues with the seed, computing only the seed's tokens). In `off` mode the prompt forward runs without hooks (the baseline). `gate` mode below
-the low band returns the configured abstention without generating.
+first sampled token and a seeded one continues with the seed, computing only the seed's tokens). In `off` mode
+the prompt forward runs without hooks (the baseline). `gate` mode below the low band returns the configured
+abstention without generating.
 
 A stream yields GateView (before any generated token), then Delta pieces (the seed first, on the
 reasoning channel, when the model has a thinking channel), then the TurnResult; joining the Deltas of a

@@ -84,7 +84,7 @@ class _Session:
         self.stream.loop.call_soon_threadsafe(lambda: self.inputs.done() or self.inputs.set_result(chunk))
 
     def first(self) -> list[int]:
-        """The sampled token (and any that came with it); raises the request's error."""
+        """The probe's sampled token ([] if the request ended without one); raises the request's error."""
         item = self.stream.out.get()
         if isinstance(item, BaseException):
             raise item
@@ -332,7 +332,7 @@ class VllmEngine(TurnEngine):
         it) and is returned (a probe waiting for its features raises it at once)."""
         from vllm import TokensPrompt
         if isinstance(prompt, list):
-            prompt = TokensPrompt(prompt_token_ids=list(prompt))
+            prompt = TokensPrompt(prompt_token_ids=prompt)
         try:
             async for chunk in self._llm.generate(prompt, sampling, request_id=request_id):
                 out.put(list(chunk.outputs[0].token_ids))
