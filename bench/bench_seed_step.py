@@ -14,23 +14,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable, Iterator
 
 from bench_engines import prompts
 from common import FILLER, add_model_args, settings_from
 from gate.engine.generate import SamplingParams
 from gate.engine.vllm_engine import VllmEngine
-
-
-def first_token_ms(start: Callable[[], tuple[Iterator[int], Callable[[], None]]]) -> float:
-    """Time from the call to the first generated token; the rest is drained and the read closed."""
-    t = time.perf_counter()
-    steps, close = start()
-    next(steps)
-    ms = (time.perf_counter() - t) * 1000
-    list(steps)
-    close()
-    return ms
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,15 +43,15 @@ def main(argv: list[str] | None = None) -> None:
                 messages = next(fresh)
                 prompt = engine.prompt(messages)
                 ids, span = engine.tokens_and_span(prompt, messages)
-                if kind == "ungated":
-                    times[kind].append(first_token_ms(lambda: (engine.stream(ids, params), lambda: None)))
-                    continue
-                seed = [] if kind == "passed" else filler[:kind]
-
-                def seeded() -> tuple[Iterator[int], Callable[[], None]]:
-                    read = engine.read(ids, probe=True, span=span, params=params)
-                    return read.tokens(seed, params), read.close
-                times[kind].append(first_token_ms(seeded))
+                start = time.perf_counter()
+                read = None if kind == "ungated" else engine.read(ids, probe=True, span=span, params=params)
+                steps = (engine.stream(ids, params) if read is None else
+                         read.tokens([] if kind == "passed" else filler[:kind], params))
+                next(steps)
+                times[kind].append((time.perf_counter() - start) * 1000)
+                list(steps)
+                if read is not None:
+                    read.close()
     finally:
         engine.close()
     base = statistics.median(times["ungated"])

@@ -98,15 +98,15 @@ class _Read(ReadPrompt):
     def __init__(self, engine: "VllmEngine", ids: list[int], features: Features | None, lens: LensTop | None,
                  session: _Session | None = None, key: str | None = None):
         self.engine, self.ids, self.features, self.lens, self.session, self.key = engine, ids, features, lens, session, key
-        self.taken: _Session | None = None  # the session once `tokens` took it
+        self.taken = False  # the session's tokens went to a caller (a second `tokens` call gets a plain request)
 
     def tokens(self, extra_ids: list[int], params: SamplingParams) -> Iterator[int]:
-        session, self.session = self.session, None
+        session = None if self.taken else self.session
+        self.taken = True
         if session is None:
             return self.engine.stream(self.ids + extra_ids, params)
-        self.taken = session  # close() still ends it
         if extra_ids:  # the seed, on the prompt's KV; the sampled token is dropped
-            session.send((extra_ids, self.engine._sampling(params)))
+            session.send((extra_ids, self.engine.sampling(params)))
             return self._after(session, skip=1)
         if session.params != params:  # another sampling than the probe's: a plain request
             session.stream.cancel()
@@ -120,7 +120,7 @@ class _Read(ReadPrompt):
             session.send(None)
             yield from first[:1]
             return
-        session.send((first[:1], self.engine._sampling(params, max_tokens=params.max_tokens - 1)))
+        session.send((first[:1], self.engine.sampling(params, max_tokens=params.max_tokens - 1)))
         yield first[0]
         yield from self._after(session, skip=0)
 
@@ -136,10 +136,9 @@ class _Read(ReadPrompt):
     def close(self) -> None:
         """End the session, whether or not its tokens were taken (the turn is over), and drop the features that
         nothing waited for."""
-        for session in (self.session, self.taken):
-            if session is not None:
-                session.stream.cancel()
-        self.session = self.taken = None
+        if self.session is not None:
+            self.session.stream.cancel()
+            self.session = None
         if self.key is not None:
             self.engine.forget(self.key)
             self.key = None
@@ -225,9 +224,9 @@ class VllmEngine(TurnEngine):
              params: SamplingParams | None = None) -> ReadPrompt:
         if not probe:
             return _Read(self, ids, None, None)
-        out, inputs = queue.SimpleQueue(), None if params is None else self._call(self._future())
-        key, residual, full, task = self._call(self._probe(ids, lens_top, span or self.tail_span(len(ids)), params, out,
-                                                           inputs))
+        out: queue.SimpleQueue = queue.SimpleQueue()
+        key, residual, full, task, inputs = self._call(self._probe(ids, lens_top, span or self.tail_span(len(ids)),
+                                                                   params, out))
         lens: list[LensTop] = []
 
         def rest() -> Features:
@@ -245,7 +244,7 @@ class VllmEngine(TurnEngine):
     def stream(self, ids: list[int], params: SamplingParams) -> Iterator[int]:
         """Generated ids of one request, as they come; closing the iterator aborts the request in vLLM."""
         out: queue.SimpleQueue = queue.SimpleQueue()
-        return iter(_Stream(self._loop, self._call(self._start(ids, self._sampling(params), out)), out))
+        return iter(_Stream(self._loop, self._call(self._start(ids, self.sampling(params), out)), out))
 
     def weight_bytes(self) -> int:
         return self._weights
@@ -258,29 +257,25 @@ class VllmEngine(TurnEngine):
 
     # ---- on the engine's loop -------------------------------------------------------------------------
 
-    @staticmethod
-    async def _future() -> asyncio.Future:
-        return asyncio.get_running_loop().create_future()
-
     async def _probe(self, ids: list[int], lens_top: int, span: Span, params: SamplingParams | None,
-                     out: queue.SimpleQueue, inputs: asyncio.Future | None
-                     ) -> tuple[str, bytes, asyncio.Future, asyncio.Task]:
+                     out: queue.SimpleQueue) -> tuple[str, bytes, asyncio.Future, asyncio.Task, asyncio.Future | None]:
         """The prompt's prefill with the gate's hooks, then its residual reads (and the future of the rest of its
         features, pushed later under the same key). Its own forward computes the last K positions and the latest
         user message (`span`), the rest may come from the prefix cache. Without `params` the probe is one greedy
         token (the probe view); with them it is a session's first input, one token sampled with them, and the
-        session's next input is whatever `inputs` is set to (None: none, the session ends)."""
+        session's next input is whatever the returned future is set to (None: none, the session ends)."""
         key = uuid.uuid4().hex
         compute = max(self.features.positions, len(ids) - span[0])
         extra = dict(extra_args={PROBE: key, LENS_TOP: lens_top, COMPUTE: compute, SPAN: list(span)},
                      skip_reading_prefix_cache=self._probe_skips_cache)
         loop = asyncio.get_running_loop()
         waiters = self._waiting[key] = {RESIDUAL: loop.create_future(), FULL: loop.create_future()}
-        sampling = self._sampling(params or SamplingParams(max_tokens=1, temperature=0.0), max_tokens=1, **extra)
+        sampling = self.sampling(params or SamplingParams(max_tokens=1, temperature=0.0), max_tokens=1, **extra)
+        inputs = None if params is None else loop.create_future()
         prompt = ids if inputs is None else self._session(ids, sampling, inputs)
         task = await self._start(prompt, sampling, out, f"probe-{key}")
         try:
-            return key, await self._features_of(waiters[RESIDUAL], task), waiters[FULL], task
+            return key, await self._features_of(waiters[RESIDUAL], task), waiters[FULL], task, inputs
         except BaseException:
             task.cancel()
             self._waiting.pop(key, None)
@@ -311,7 +306,7 @@ class VllmEngine(TurnEngine):
             raise RuntimeError("the gate's features failed in vLLM's worker (its log says why)")
         return blob
 
-    def _sampling(self, params: SamplingParams, **extra) -> Any:
+    def sampling(self, params: SamplingParams, **extra) -> Any:
         """vLLM's sampling for a turn's reply: new token ids only, as they come (`extra`: vLLM's own fields,
         over these)."""
         from vllm import SamplingParams as VllmParams
