@@ -27,10 +27,10 @@ from gate.config import load_settings
 from gate.engine.features import GLOBAL_FEATURES, LAYER_FEATURES, Features
 from gate.engine.loading import model_slug
 from gate.sidecar import Sidecar, sidecar_dir
-from training.build_dataset import user_text
+from training.build_dataset import messages_of
 from training.evaluate import auroc, ece
 from training.sources import Example
-from training.store import concat, data_dir, load_dataset, load_features, save_features
+from training.store import concat, data_dir, load_dataset, load_features, save_features, teaches_knows
 from training.train import ensure_splits
 
 DTYPES = ("float32", "bfloat16")
@@ -47,9 +47,8 @@ def recompute(settings, rows: list[dict], dtype: str, cache: Path, batch_size: i
     if todo:
         from gate.engine.runtime import Engine
         engine = Engine(settings.model_copy(update={"model": settings.model.model_copy(update={"dtype": dtype})}))
-        chats = {r["id"]: [{"role": "user", "content": user_text(Example(
-            r["id"], r["source"], r["category"], r["question"], r["golds"]))}] for r in todo}
-        order = sorted(todo, key=lambda r: len(chats[r["id"]][0]["content"]))  # similar lengths: little padding
+        chats = {r["id"]: messages_of(Example.of(r)) for r in todo}  # the conversation as the build asked it
+        order = sorted(todo, key=lambda r: sum(len(m["content"]) for m in chats[r["id"]]))  # little padding
         with tqdm(total=len(order), desc=f"features {dtype}", unit="q") as bar:
             for b in range(0, len(order), batch_size):
                 batch = order[b:b + batch_size]
@@ -122,7 +121,8 @@ def main() -> None:
     rows, shipped, _ = load_dataset(directory)
     split = ensure_splits(directory, rows, seed=0)["random"]
     y = np.array([r["label"] for r in rows], dtype=np.float64)
-    test = np.asarray(split["test"])
+    part = {k: np.asarray([i for i in split[k] if teaches_knows(rows[i])]) for k in ("train", "val", "test")}
+    test = part["test"]  # the labelled knowledge questions only: chat turns have no label
     if args.sample:
         test = np.sort(np.random.default_rng(0).choice(test, args.sample, replace=False))
     wanted = test if args.rows == "test" else np.arange(len(rows))
@@ -158,8 +158,8 @@ def main() -> None:
         print("Reverse direction: sidecars trained on one dtype's features (same splits and seeds), scored on both:")
         lines = []
         for name, f in (("float32 (shipped)", shipped), ("bfloat16", bf16_all)):
-            trained = Sidecar(signature=sc.signature).fit(f[split["train"]], y[split["train"]],
-                                                          f[split["val"]], y[split["val"]])
+            trained = Sidecar(signature=sc.signature).fit(f[part["train"]], y[part["train"]],
+                                                          f[part["val"]], y[part["val"]])
             own = trained.predict_proba(f[test])
             for other, g in (("float32 (shipped)", shipped), ("bfloat16", bf16_all)):
                 lines.append([f"trained on {name}", f"scored on {other}",

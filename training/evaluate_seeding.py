@@ -122,8 +122,7 @@ def evaluate(gate, rows: list[dict], max_tokens: int, log: Path) -> list[dict]:
     out = []
     with log.open("a", encoding="utf-8") as sink:
         for row in tqdm(rows, unit="q", desc="seeding"):
-            example = Example(**{k: row[k] for k in Example.__annotations__ if k in row})
-            messages, changed = messages_of(example), True
+            messages, changed = messages_of(Example.of(row)), True
             if row["id"] not in done:
                 replies = {"off": gate.chat(messages, TurnOverrides(mode="off", max_tokens=max_tokens)).content}
                 for decision in SEEDED:

@@ -72,6 +72,11 @@ class Example:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def of(cls, row: dict) -> "Example":
+        """The example a dataset row (with its source text read back) was built from."""
+        return cls(**{k: row[k] for k in cls.__annotations__ if k in row})
+
     def messages(self, user: str | None = None) -> list[dict]:
         """The conversation as served, ending with the user's message (`user` replaces its text)."""
         return [*self.history, {"role": "user", "content": self.question if user is None else user}]
