@@ -13,7 +13,7 @@ import torch
 from gate.config import FeatureSettings
 from gate.engine.arch import ArchMap
 from gate.engine.capture import Activations
-from gate.engine.lens import distribution_stats, lens_logits
+from gate.engine.lens import distribution_stats, dot, lens_logits, softmax_entropy
 
 # Per-layer features. The lens (one unembedding product per layer and signal) reads the final prompt
 # position only — the one that predicts the answer — which keeps the probe to ~2·L lens rows. The
@@ -90,13 +90,13 @@ def _write_geometry(mid: torch.Tensor, write: torch.Tensor) -> tuple[torch.Tenso
 class LensTrajectory:
     """Lens features [b, L, 7] at the final position and the lens top-1 ids [b, L], fed the layers a group at a
     time in depth order: the vLLM worker runs a probe's lens while its forward is still computing the deeper
-    layers; the transformers engine feeds all layers at once. Each layer's log-probs and write logits are kept
-    until the last layer names the token that p_final_top and dla_top_z read at every layer."""
+    layers; the transformers engine feeds all layers at once. Each layer's lens logits, log-sum-exp and write
+    logits are kept until the last layer names the token that p_final_top and dla_top_z read at every layer."""
 
     def __init__(self) -> None:
         self.layers = 0
         self._stats: list[dict[str, torch.Tensor]] = []  # per group: [b, l] columns
-        self._logp: list[torch.Tensor] = []              # per group: [b, l, V] residual log-probs
+        self._logits: list[torch.Tensor] = []            # per group: [b, l, V] residual lens logits
         self._w_logits: list[torch.Tensor] = []          # per group: [b, l, V] write logits
         self._result: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -104,22 +104,24 @@ class LensTrajectory:
         """The next layers' final-position residuals and MLP writes, [b, l, d] each."""
         b, l, d = resid.shape
         logits = lens_logits(arch, torch.cat([resid, write], dim=0).reshape(-1, d))  # one product for both signals
-        r_logits, w_logits = logits.reshape(2 * b, l, -1).split(b, dim=0)
-        a = distribution_stats(r_logits)
-        logp, p = a.pop("logp"), a.pop("p")
-        kl = torch.zeros_like(a["entropy"])
-        kl[:, 1:] = (p[:, 1:] * (logp[:, 1:] - logp[:, :-1])).sum(-1)
-        if self._logp:  # the first layer of this group against the last of the previous one
-            kl[:, 0] = (p[:, 0] * (logp[:, 0] - self._logp[-1][:, -1])).sum(-1)
-        del p, r_logits
-        wlogp = torch.log_softmax(w_logits, dim=-1)
-        peaked = float(np.log(w_logits.shape[-1])) + (wlogp.exp() * wlogp).sum(-1)
-        del wlogp
-        mean = w_logits.mean(-1)                          # moments by sums: std() makes a slow second pass
-        std = ((w_logits * w_logits).mean(-1) - mean * mean).clamp_min(1e-12).sqrt()
+        logits = logits.reshape(2 * b, l, -1)
+        x, w = logits[:b], logits[b:]  # slices, not split(): distribution_stats masks x in place
+        a = distribution_stats(x)
+        p, lse = a.pop("p"), a["lse"]
+        # KL(layer ‖ layer before) = Σ p·(x − lse − x_before + lse_before) = lse_before − entropy − Σ p·x_before:
+        # one dot product, no [.., V] temporaries; the first layer of this group against the last of the previous one
+        entropy = a["entropy"]
+        kl = torch.zeros_like(entropy)
+        kl[:, 1:] = lse[:, :-1] - entropy[:, 1:] - dot(p[:, 1:], x[:, :-1])
+        if self._logits:
+            kl[:, 0] = self._stats[-1]["lse"][:, -1] - entropy[:, 0] - dot(p[:, 0], self._logits[-1][:, -1])
+        del p
+        peaked = float(np.log(w.shape[-1])) - softmax_entropy(w)["entropy"]  # log V − the write logits' entropy
+        mean = w.mean(-1)                                  # moments by sums: std() makes a slow second pass
+        std = (dot(w, w) / w.shape[-1] - mean * mean).clamp_min(1e-12).sqrt()
         self._stats.append({**a, "kl": kl, "peaked": peaked, "mean": mean, "std": std})
-        self._logp.append(logp)
-        self._w_logits.append(w_logits)
+        self._logits.append(x)
+        self._w_logits.append(w)
         self.layers += l
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,12 +129,12 @@ class LensTrajectory:
         if self._result is None:
             col = {k: torch.cat([g[k] for g in self._stats], dim=1) for k in self._stats[0]}
             final_top = col["argmax"][:, -1:, None]  # the last layer's pick, read at every layer
-            at_top = [(lp.gather(-1, final_top.expand(*lp.shape[:2], 1)).squeeze(-1).exp(),
+            at_top = [(x.gather(-1, final_top.expand(*x.shape[:2], 1)).squeeze(-1),
                        w.gather(-1, final_top.expand(*w.shape[:2], 1)).squeeze(-1))
-                      for lp, w in zip(self._logp, self._w_logits)]
-            p_final_top = torch.cat([p for p, _ in at_top], dim=1)
+                      for x, w in zip(self._logits, self._w_logits)]
+            p_final_top = torch.exp(torch.cat([x for x, _ in at_top], dim=1) - col["lse"])
             dla_z = (torch.cat([w for _, w in at_top], dim=1) - col["mean"]) / col["std"]
-            self._logp, self._w_logits = [], []
+            self._logits, self._w_logits = [], []
             cols = [col["entropy"], col["margin"], col["maxprob"], col["kl"], p_final_top, col["peaked"], dla_z]
             self._result = torch.stack(cols, dim=-1), col["argmax"]
         return self._result
