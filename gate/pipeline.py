@@ -172,8 +172,9 @@ class Gate:
         """The gate's reading; in `off` mode (no features) nothing is read or seeded, and a missing sidecar is
         said, not hidden. A turn that is not a knowledge question passes: no seed."""
         bands = (turn.bands.low, turn.bands.high)
-        read = (lambda head: None if head is None or features is None else float(head.predict_proba(features)[0]))
-        p, p_factual = read(self.sidecar), read(self.applicability)
+        read = (lambda head, **at: None if head is None or features is None
+                else float(head.predict_proba(features, **at)[0]))
+        p, p_factual = read(self.sidecar), read(self.applicability, threshold=turn.factual_threshold)
         ms = _ms_since(start)
         if p is None:
             note = None if turn.mode == "off" else f"no sidecar for {self.engine.model_id}: not gated"

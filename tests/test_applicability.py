@@ -56,6 +56,18 @@ def test_the_early_read_decides_sure_turns_without_the_trajectory(fitted):
         assert np.isclose(head.predict_proba(lazy)[0], p[i]) and lazy.lens_read == (not early[i])
 
 
+def test_a_threshold_outside_the_early_band_reads_everything(fitted):
+    """A per-request threshold the band does not hold (the band was checked at the served one) turns the cascade off
+    for that turn: every turn waits for the full read."""
+    head, te, _ = fitted
+    head = copy.copy(head)
+    head.hp = {**head.hp, "early": (0.2, 0.8)}
+    assert head.exits_early(te, threshold=0.5).any() and not head.exits_early(te, threshold=0.9).any()
+    assert np.array_equal(head.predict_proba(te, threshold=0.9), head.read_proba(te))
+    assert np.array_equal(head.predict_proba(te, threshold=0.1), head.read_proba(te))
+    assert np.array_equal(head.predict_proba(te, threshold=0.5), head.predict_proba(te))
+
+
 def test_a_head_from_before_the_cascade_reads_everything(fitted, tmp_path):
     head, te, _ = fitted
     head.save(tmp_path)
