@@ -86,7 +86,7 @@ class Gate:
             from gate.applicability import load_for as load_applicability
             applicability = load_applicability(self.engine)
         self.sidecar = sidecar  # anything with predict_proba(Features) -> [B]
-        self.applicability = applicability  # P(factual), the same interface
+        self.applicability = applicability  # P(factual): predict_proba(Features, threshold=the turn's) -> [B]
         self.lock = self.engine.turn_lock
         self.eos_ids = self.engine.eos_ids
         self.context_window = self.engine.context_window

@@ -50,12 +50,12 @@ def any_engine(request):
 
 
 class FixedSidecar:
-    """A stand-in sidecar with a chosen P(knows): drives the policy paths while the real model runs."""
+    """A stand-in sidecar (or applicability head) with a chosen P: drives the policy paths while the real model runs."""
 
     def __init__(self, p: float):
         self.p = p
 
-    def predict_proba(self, features):
+    def predict_proba(self, features, threshold: float | None = None):
         import numpy as np
         return np.full(features.layer.shape[0], self.p)
 
