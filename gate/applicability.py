@@ -102,8 +102,8 @@ class Applicability:
         return self._early_band_open() and "early_coef" in self.state
 
     def _cascades_at(self, threshold: float | None) -> bool:
-        """Whether the early read may decide for a turn passed below `threshold`: only where the threshold lies
-        inside the band, so that a sure early read is also on the side of it the full read is (held out)."""
+        """Whether the early read may decide a turn judged at `threshold`: only where the threshold lies inside the
+        band, the only place it was checked that a sure early read falls on the full read's side of it (held out)."""
         low, high = self.hp["early"]
         return self.cascades and (threshold is None or low <= threshold <= high)
 
