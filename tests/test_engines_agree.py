@@ -135,17 +135,16 @@ def test_a_probe_session_ends_with_its_turn(engine, vllm_engine):
     steps.close()
     unfinished = vllm_engine._llm.output_processor.get_num_unfinished_requests
 
-    def settled() -> int:
-        deadline, count = time.monotonic() + 1, unfinished()
-        while time.monotonic() < deadline:  # aborts reach vLLM's loop a moment later
+    def settles_at(n: int) -> bool:
+        deadline = time.monotonic() + 5
+        while unfinished() != n and time.monotonic() < deadline:  # aborts reach vLLM's loop a moment later
             time.sleep(0.05)
-            count = unfinished()
-        return count
+        return unfinished() == n
 
-    assert settled() == 1  # the abstained turn's session, waiting for its next input
+    assert settles_at(1)  # the stopped turn's request ended; the abstained turn's session waits for its next input
     abstained.close()
     stopped.close()
-    assert settled() == 0
+    assert settles_at(0)
 
 
 def test_a_turn_that_exits_early_never_waits_for_the_lens(engine, vllm_engine, reference):

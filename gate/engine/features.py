@@ -13,7 +13,7 @@ import torch
 from gate.config import FeatureSettings
 from gate.engine.arch import ArchMap
 from gate.engine.capture import Activations
-from gate.engine.lens import distribution_stats, dot, lens_logits, softmax_entropy
+from gate.engine.lens import distribution_stats, lens_logits, softmax_entropy
 
 # Per-layer features. The lens (one unembedding product per layer and signal) reads the final prompt
 # position only — the one that predicts the answer — which keeps the probe to ~2·L lens rows. The
@@ -112,13 +112,14 @@ class LensTrajectory:
         # one dot product, no [.., V] temporaries; the first layer of this group against the last of the previous one
         entropy = a["entropy"]
         kl = torch.zeros_like(entropy)
-        kl[:, 1:] = lse[:, :-1] - entropy[:, 1:] - dot(p[:, 1:], x[:, :-1])
+        kl[:, 1:] = lse[:, :-1] - entropy[:, 1:] - torch.linalg.vecdot(p[:, 1:], x[:, :-1])
         if self._logits:
-            kl[:, 0] = self._stats[-1]["lse"][:, -1] - entropy[:, 0] - dot(p[:, 0], self._logits[-1][:, -1])
+            before = self._logits[-1][:, -1]
+            kl[:, 0] = self._stats[-1]["lse"][:, -1] - entropy[:, 0] - torch.linalg.vecdot(p[:, 0], before)
         del p
         peaked = float(np.log(w.shape[-1])) - softmax_entropy(w)["entropy"]  # log V − the write logits' entropy
         mean = w.mean(-1)                                  # moments by sums: std() makes a slow second pass
-        std = (dot(w, w) / w.shape[-1] - mean * mean).clamp_min(1e-12).sqrt()
+        std = (torch.linalg.vecdot(w, w) / w.shape[-1] - mean * mean).clamp_min(1e-12).sqrt()
         self._stats.append({**a, "kl": kl, "peaked": peaked, "mean": mean, "std": std})
         self._logits.append(x)
         self._w_logits.append(w)

@@ -16,11 +16,6 @@ def lens_logits(arch: ArchMap, x: torch.Tensor) -> torch.Tensor:
     return softcap(arch.lm_head(arch.final_norm(x)).float(), arch.softcap)
 
 
-def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Σ a·b over the last axis."""
-    return torch.linalg.vecdot(a, b)
-
-
 def softmax_entropy(logits: torch.Tensor) -> dict[str, torch.Tensor]:
     """softmax(logits) over the last axis with its log-sum-exp, max prob and entropy.
 
@@ -29,7 +24,7 @@ def softmax_entropy(logits: torch.Tensor) -> dict[str, torch.Tensor]:
     p = torch.softmax(logits, dim=-1)
     maxprob = p.amax(-1)
     lse = logits.amax(-1) - torch.log(maxprob)
-    return {"p": p, "lse": lse, "maxprob": maxprob, "entropy": lse - dot(p, logits)}
+    return {"p": p, "lse": lse, "maxprob": maxprob, "entropy": lse - torch.linalg.vecdot(p, logits)}
 
 
 def distribution_stats(logits: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -58,13 +58,18 @@ class _Stream:
     def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Future, out: queue.SimpleQueue):
         self.loop, self.task, self.out = loop, task, out
 
+    def chunk(self) -> list[int] | None:
+        """The next generated ids, None once the request ended; raises the request's error."""
+        item = self.out.get()
+        if isinstance(item, BaseException):
+            raise item
+        return None if item is _END else item
+
     def __iter__(self) -> Iterator[int]:
         """Generated ids as they come; closing the iterator aborts the request in vLLM."""
         try:
-            while (item := self.out.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield from item
+            while (ids := self.chunk()) is not None:
+                yield from ids
         finally:
             self.cancel()
 
@@ -82,13 +87,6 @@ class _Session:
 
     def send(self, chunk: tuple[list[int], Any] | None) -> None:
         self.stream.loop.call_soon_threadsafe(lambda: self.inputs.done() or self.inputs.set_result(chunk))
-
-    def first(self) -> list[int]:
-        """The probe's sampled token ([] if the request ended without one); raises the request's error."""
-        item = self.stream.out.get()
-        if isinstance(item, BaseException):
-            raise item
-        return [] if item is _END else item
 
 
 class _Read(ReadPrompt):
@@ -115,7 +113,7 @@ class _Read(ReadPrompt):
 
     def _passed(self, session: _Session, params: SamplingParams) -> Iterator[int]:
         """The plain reply: the probe's token now, then the session fed that token."""
-        first = session.first()
+        first = session.stream.chunk() or []  # the probe's sampled token ([]: the request ended without one)
         if not first or first[0] in self.engine.eos_ids or params.max_tokens <= 1:
             session.send(None)
             yield from first[:1]
