@@ -98,7 +98,6 @@ def test_knowledge_questions_are_asked_as_questions():
     assert any(t.question == 'Whose slogan is "A diamond is forever."?' and "DeBeers" in t.golds for t in slogans)
 
 
-
 def test_everyday_things_are_asked_for_by_their_description():
     """`commonknow`: OLMo's common-knowledge stems asked as "What is <description>?" (or, where the stem does not
     end in "is (called) a", as a sentence to complete); the gold is the right option's word, never in the turn."""
@@ -113,6 +112,7 @@ def test_everyday_things_are_asked_for_by_their_description():
     assert all(t.question.startswith(("Complete the sentence: ", "Fill in the blank: ")) for t in turns if t not in asked)
     tool = next(t for t in turns if "measure atmospheric pressure" in t.question)
     assert tool.golds == ["barometer"] and tool.question.startswith("What is the tool used to measure")
+
 
 def test_multiple_choice_questions_show_their_options_and_match_on_the_right_one():
     """ARC and OpenBookQA are pasted with their options (lettered lines or inline); the gold is the right option's

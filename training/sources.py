@@ -396,12 +396,12 @@ _COMPLETE_ASKS = ("Complete the sentence: {s} ...", "Fill in the blank: {s} ___.
 
 def commonknow() -> list[Example]:
     """OLMo's basic-skills common knowledge: everyday things described, the word for them wanted ("The tool used
-    to measure atmospheric pressure is a" -> barometer). The easy end of knowledge, which every trivia source
-    lacks (a model answers most of them): asked as "What is <the description>?" where the stem ends in "is
-    (called) a", else as a sentence to complete (templated wording, real items)."""
+    to measure atmospheric pressure is a" -> barometer). The easy end of knowledge, which the trivia sources lack
+    (the default model answers a third of these, 0.6-17% of theirs): asked as "What is <the description>?" where
+    the stem ends in "is (called) a", else as a sentence to complete (templated wording, real items)."""
+    rows = read_jsonl(olmo_tasks() / "basic_skills_common_knowledge" / "rc_5shot" / "requests.jsonl.gz")
     out = []
-    for doc in {d["id"]: d for d in (r["doc"] for r in read_jsonl(olmo_tasks() / "basic_skills_common_knowledge"
-                                                                     / "rc_5shot" / "requests.jsonl.gz"))}.values():
+    for doc in {r["doc"]["id"]: r["doc"] for r in rows}.values():  # a row per option: each item once
         stem, gold = " ".join(doc["question"].split()), str(doc["choices"][doc["gold"]]).strip()
         key = _make_id("commonknow", stem)
         if m := _DESCRIBED.fullmatch(stem):
@@ -496,8 +496,8 @@ def triviaqa() -> list[Example]:
 _LOADERS = {"red": red_trivia, "redfandom": red_fandom, "simpleqa": simpleqa, "fanoutqa": fanoutqa,
             "freshqa": freshqa, "cbtrivia": chatterbot_trivia, "naturalqs": naturalqs,
             "jeopardy": jeopardy, "sciqa": sciqa, "squadlead": squadlead, "arcmc": arcmc,
-            "obqamc": obqamc, "alicewhat": alicewhat, "fanouttopic": fanouttopic, "commonknow": commonknow, "popqa": popqa,
-            "triviaqa": triviaqa}
+            "obqamc": obqamc, "alicewhat": alicewhat, "fanouttopic": fanouttopic, "commonknow": commonknow,
+            "popqa": popqa, "triviaqa": triviaqa}
 
 
 def _unique(load: Callable[[], list[Example]]) -> Callable[[], list[Example]]:
