@@ -11,7 +11,8 @@ rendered exactly as the build rendered them) in float32 and in bfloat16, then pr
    other batching, float16 storage);
 3. with `--rows all`, the reverse: a sidecar trained on bfloat16 features, scored on float32 and bfloat16 test
    features (what a CPU without native bf16 does with a bf16-trained sidecar), next to one trained the same way
-   on the shipped float32 features.
+   on the shipped float32 features. Only the labelled knowledge questions are recomputed: chat turns teach no
+   sidecar.
 Recomputed features are cached (resumable) under --cache, so a rerun only prints.
 """
 from __future__ import annotations
@@ -105,8 +106,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="gate.yaml (model.id picks the dataset and the shipped sidecar)")
     ap.add_argument("--rows", choices=("test", "all"), default="test",
-                    help="bfloat16 features of the random split's test part, or of every row (needed for the "
-                         "reverse direction); float32 is recomputed for the test part only")
+                    help="bfloat16 features of the random split's test part, or of every labelled knowledge "
+                         "question (needed for the reverse direction); float32 is recomputed for the test part only")
     ap.add_argument("--sample", type=int, help="only this many test questions, drawn at random (seed 0): bfloat16 "
                     "on a CPU without native support is slow")
     ap.add_argument("--batch-size", type=int, default=8)
@@ -125,15 +126,17 @@ def main() -> None:
     test = part["test"]  # the labelled knowledge questions only: chat turns have no label
     if args.sample:
         test = np.sort(np.random.default_rng(0).choice(test, args.sample, replace=False))
-    wanted = test if args.rows == "test" else np.arange(len(rows))
+    labelled = np.sort(np.concatenate(list(part.values())))
+    wanted = test if args.rows == "test" else labelled
     args.cache.mkdir(parents=True, exist_ok=True)
 
     def features(dtype: str, idx: np.ndarray) -> Features:
         return recompute(settings, [rows[i] for i in idx], dtype, args.cache / f"{slug}-{dtype}.npz", args.batch_size)
 
     f32, bf16 = features("float32", test), features("bfloat16", wanted)
-    bf16_all = bf16 if args.rows == "all" else None
-    bf16_test = bf16[test] if bf16_all is not None else bf16
+    at = {row: k for k, row in enumerate(wanted)}  # row number -> position in bf16
+    tpos = np.array([at[i] for i in test])
+    bf16_test = bf16[tpos]
     yt = y[test]
 
     sc = Sidecar.load(sidecar_dir(settings, slug))
@@ -154,16 +157,18 @@ def main() -> None:
     print_table(["feature", "float32 r", "float32 median |Δ|/sd", "bfloat16 r", "bfloat16 median |Δ|/sd"],
                 [[a[0], a[1], a[2], b[1], b[2]] for a, b in zip(rows_a, rows_b)])
 
-    if bf16_all is not None:
+    if args.rows == "all":
         print("Reverse direction: sidecars trained on one dtype's features (same splits and seeds), scored on both:")
+        pos = {k: np.array([at[i] for i in part[k]]) for k in ("train", "val")}  # their positions in `wanted`
+        sets = (("float32 (shipped)", shipped[wanted]), ("bfloat16", bf16))
         lines = []
-        for name, f in (("float32 (shipped)", shipped), ("bfloat16", bf16_all)):
-            trained = Sidecar(signature=sc.signature).fit(f[part["train"]], y[part["train"]],
-                                                          f[part["val"]], y[part["val"]])
-            own = trained.predict_proba(f[test])
-            for other, g in (("float32 (shipped)", shipped), ("bfloat16", bf16_all)):
+        for name, f in sets:
+            trained = Sidecar(signature=sc.signature).fit(f[pos["train"]], y[part["train"]],
+                                                          f[pos["val"]], y[part["val"]])
+            own = trained.predict_proba(f[tpos])
+            for other, g in sets:
                 lines.append([f"trained on {name}", f"scored on {other}",
-                              *scores(trained, yt, g[test], None if other == name else own)])
+                              *scores(trained, yt, g[tpos], None if other == name else own)])
         print_table(["sidecar", "features", *head[1:]], lines)
 
 
