@@ -140,7 +140,8 @@ def table(result: dict) -> str:
         e = result["early_exit"]
         lines += ["", f"Decided early (the residual read alone below {e['band'][0]:g} or at {e['band'][1]:g} and "
                       f"above, no lens computed): {e['chat']:.1%} of held-out chat turns, {e['knowledge']:.1%} of "
-                      f"held-out knowledge questions."]
+                      f"held-out knowledge questions. Decisions that differ from the full read's alone: "
+                      f"{' / '.join(map(str, e['changed']))} of {e['turns']:,} turns (per draw)."]
     for title, key in (("Not knowledge questions, gated anyway", "gated_but_not_knowledge"),
                        ("Knowledge questions that passed", "passed_but_knowledge")):
         lines += ["", f"**Failure cases — {title}** (most confident first):", "",
@@ -184,8 +185,11 @@ def evaluate(directory: Path, out: Path, limit: int | None = None, threshold: fl
     if EARLY_READ in preds[0]:  # the cascade: which turns its early read decides alone (no lens computed)
         band = Applicability.defaults["early"]
         exits = [decided_early(p[EARLY_READ], band) for p in preds]
+        # What exiting early costs: turns whose decision differs from the full read's alone, per draw.
+        changed = [int(((p["applicability"] >= threshold) != (p[FULL_READ] >= threshold)).sum()) for p in preds]
         result["early_exit"] = {"band": list(band), "chat": float(np.mean([e[y == 0].mean() for e in exits])),
-                                "knowledge": float(np.mean([e[y == 1].mean() for e in exits]))}
+                                "knowledge": float(np.mean([e[y == 1].mean() for e in exits])),
+                                "changed": changed, "turns": len(rows)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "applicability.json").write_text(json.dumps(result, indent=1))
     (out / "applicability.md").write_text(table(result))
