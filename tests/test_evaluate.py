@@ -56,6 +56,10 @@ def test_applicability_held_out_sources(tmp_path):
     variants = head["by_variant"]
     assert "plain" in variants and sum(v["n"] for v in variants.values()) == head["n_factual"]
     assert "| **all, applicability** |" in (tmp_path / "applicability.md").read_text()
+    # The shares are also split by the one contrast that holds most errors, and the two parts add up to the whole.
+    split = head["split"]
+    assert sum(part["n_chat"] for part in split.values()) == head["n_chat"]
+    assert sum(part["n_factual"] for part in split.values()) == head["n_factual"]
     # The cascade's early exits are counted against the full read they stand in for, draw by draw.
     exits = saved["early_exit"]
     assert len(exits["changed"]) == 2 and exits["turns"] == 1500 and max(exits["changed"]) < 1500 * 0.05

@@ -30,6 +30,10 @@ from training.store import dataset_folder, dataset_parser, is_factual, load_data
 
 NO_MESSAGE = "without_message_read"
 FULL_READ, EARLY_READ = "full_read_only", "early_read_only"  # the cascade's two reads, each alone
+# Turns that state something, then ask: chat when the statement answers the question (the turn holds its answer),
+# a knowledge question when it does not (a lead: SQuAD's, and SciQ's `lead` variant). Held out, these few turns hold
+# an outsized share of the head's mistakes (data/<model>/README.md), so the summary also gives the shares without them.
+STATEMENT_SOURCES = frozenset({"stated", "squadfact", "sciq", "coqafact", "squadlead"})
 # Sources whose text may be quoted in shipped files (BSD / MIT / Apache-2.0 or written here); others by id only.
 QUOTABLE = {"chatterbot", "cbtrivia", "humaneval", "codeio", "gsm", "arithmetic", "transform", "reading", "context",
             "instructions", "followup", "simpleqa", "tau2", "stated"}
@@ -79,6 +83,11 @@ def held_out_predictions(rows: list[dict], feats: Features, y: np.ndarray, signa
     return out
 
 
+def _share(hits: np.ndarray) -> float | None:
+    """The share of True in `hits`; None when there are none to count."""
+    return float(hits.mean()) if hits.size else None
+
+
 def summarise(rows: list[dict], y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
     """Pass / gated shares per held-out source and kind, and pooled."""
     per_source = {}
@@ -95,10 +104,14 @@ def summarise(rows: list[dict], y: np.ndarray, p: np.ndarray, threshold: float) 
         sel = chat & np.array([r["category"] == k for r in rows])
         kinds[k] = {"n": int(sel.sum()), "passed": float((p[sel] < threshold).mean())}
     asked = np.array([variant_of(r["id"]) for r in rows])
+    stating = np.array([r["source"] in STATEMENT_SOURCES for r in rows]) | (asked == "lead")
+    split = {name: {"passed": _share(p[chat & sel] < threshold), "n_chat": int((chat & sel).sum()),
+                    "gated": _share(p[~chat & sel] >= threshold), "n_factual": int((~chat & sel).sum())}
+             for name, sel in (("statement_then_question", stating), ("other_turns", ~stating))}
     variants = {v: {"n": int(sel.sum()), "gated": float((p[sel] >= threshold).mean()),
                     "sources": sorted({r["source"] for r, s in zip(rows, sel) if s})}
                 for v in sorted(set(asked[~chat])) for sel in [~chat & (asked == v)]}
-    return {"threshold": threshold, "by_source": per_source, "by_kind": kinds, "by_variant": variants,
+    return {"threshold": threshold, "by_source": per_source, "by_kind": kinds, "by_variant": variants, "split": split,
             "passed": float((p[chat] < threshold).mean()), "n_chat": int(chat.sum()), "kinds": len(kinds),
             "gated": float((p[~chat] >= threshold).mean()), "n_factual": int((~chat).sum()),
             "auroc": auroc(y, p), "ece": ece(y, p, weights=balanced_weights(y))}
@@ -136,6 +149,11 @@ def table(result: dict) -> str:
                   "has, like `aside`, is scored by a head that never saw it):", "",
               "| asked | sources | n | gated |", "|---|---|---|---|"]
     lines += [f"| {v} | {', '.join(g['sources'])} | {g['n']} | {g['gated']:.1%} |" for v, g in gate["by_variant"].items()]
+    a, b = gate["split"]["statement_then_question"], gate["split"]["other_turns"]
+    if None not in (a["passed"], a["gated"], b["passed"], b["gated"]):
+        lines += ["", f"Turns that state something, then ask ({', '.join(sorted(STATEMENT_SOURCES))}, `lead`): passed "
+                      f"{a['passed']:.1%} of {a['n_chat']}, gated {a['gated']:.1%} of {a['n_factual']}. All other turns: "
+                      f"passed {b['passed']:.1%} of {b['n_chat']}, gated {b['gated']:.1%} of {b['n_factual']}."]
     if "early_exit" in result:
         e = result["early_exit"]
         lines += ["", f"Decided early (the residual read alone below {e['band'][0]:g} or at {e['band'][1]:g} and "
