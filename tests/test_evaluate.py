@@ -56,7 +56,7 @@ def test_applicability_held_out_sources(tmp_path):
     variants = head["by_variant"]
     assert "plain" in variants and sum(v["n"] for v in variants.values()) == head["n_factual"]
     assert "| **all, applicability** |" in (tmp_path / "applicability.md").read_text()
-    # The shares are also split by the one contrast that holds most errors, and the two parts add up to the whole.
+    # The shares are also split by the one contrast where errors concentrate, and the two parts add up to the whole.
     split = head["split"]
     assert sum(part["n_chat"] for part in split.values()) == head["n_chat"]
     assert sum(part["n_factual"] for part in split.values()) == head["n_factual"]
