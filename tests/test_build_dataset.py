@@ -161,3 +161,27 @@ def test_a_changed_conversation_is_recomputed_and_labels_follow_the_matcher(engi
         bd.build(engine, [reworded[0], replace(reworded[1], golds=golds)], tmp_path, **ARGS)
         assert load_rows(tmp_path / "examples.jsonl")[1]["label"] == label
     assert calls == []
+
+
+def test_merged_features_are_cut_into_files_a_git_host_takes(tmp_path, monkeypatch):
+    """More than SHARD_ROWS rows go to features.npz, features-1.npz, …, read back whole and in order; a shorter
+    rewrite removes the files it no longer needs, and files from two builds are refused, not mixed."""
+    from gate.engine.features import Features
+    from training import store
+    rng = np.random.default_rng(0)
+    feats = Features(rng.random((5, 3, 2)).astype(np.float16), rng.random((5, 4)).astype(np.float16),
+                     rng.random((5, 2, 6)).astype(np.float16), rng.integers(0, 9, (5, 3)), rng.random((5, 1, 6)).astype(np.float16))
+    ids, meta = [f"red-{i}" for i in range(5)], {"model": "m"}
+    monkeypatch.setattr(store, "SHARD_ROWS", 2)
+    store.save_dataset_features(tmp_path, feats, ids, meta)
+    assert [p.name for p in store.feature_files(tmp_path)] == ["features.npz", "features-1.npz", "features-2.npz"]
+    back, back_ids, back_meta = store.load_dataset_features(tmp_path)
+    assert back_ids == ids and back_meta == meta and np.array_equal(back.hidden, feats.hidden)
+    assert store.dataset_index(tmp_path) == (ids, meta)
+    store.save_features(tmp_path / "features-1.npz", feats[2:4], ids[2:4], {"model": "other"})  # a killed rewrite
+    assert store.dataset_index(tmp_path) == (ids, None)
+    with pytest.raises(ValueError, match="different builds"):
+        store.load_dataset_features(tmp_path)
+    store.save_dataset_features(tmp_path, feats[:3], ids[:3], meta)
+    assert [p.name for p in store.feature_files(tmp_path)] == ["features.npz", "features-1.npz"]
+    assert not (tmp_path / "features-2.npz").exists() and store.load_dataset_features(tmp_path)[1] == ids[:3]

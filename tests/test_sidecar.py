@@ -126,10 +126,10 @@ def test_shipped_checkpoint_reproduces_its_reported_test_auroc(model):
 
     from gate.sidecar import ROOT, SidecarMismatch
     from training.splits import load_splits
-    from training.store import data_dir, load_features, load_rows, teaches_knows
+    from training.store import data_dir, dataset_index, load_dataset_features, load_rows, teaches_knows
 
     directory = data_dir(model)
-    feats, ids, meta = load_features(directory / "features.npz")
+    feats, ids, meta = load_dataset_features(directory)
     rows = load_rows(directory / "examples.jsonl")
     assert ids == [r["id"] for r in rows]
     knowledge = np.flatnonzero([teaches_knows(r) for r in rows])
@@ -141,7 +141,7 @@ def test_shipped_checkpoint_reproduces_its_reported_test_auroc(model):
     assert len(test) == reported["n"]
     assert roc_auc_score([rows[i]["label"] for i in test], p) == pytest.approx(reported["auroc"], abs=1e-6)
     other = next(m for m in ("smollm2-135m-instruct", "qwen2.5-coder-1.5b-instruct") if m != model)
-    other_sig = load_features(data_dir(other) / "features.npz")[2]["signature"]
+    other_sig = dataset_index(data_dir(other))[1]["signature"]
     with pytest.raises(SidecarMismatch, match=other):
         Sidecar.load(ROOT / "ckpts" / model, other_sig)
 

@@ -369,3 +369,17 @@ def test_passages_to_work_on_are_whole_passages_with_a_request():
             pasted = {m[1] for a in asks if (m := a.fullmatch(t.question))}
             assert pasted & passages, t.question[:80]
         assert [t.id for t in load()] == [t.id for t in turns]
+
+
+def test_nqopen_adds_naturalquestions_other_questions_under_its_source():
+    """nqopen reads the rest of NQ-open's validation file (no hub); its rows count as `naturalqs`, so a held-out
+    NaturalQuestions holds them out too, while their ids name their own loader, so shipped rows find their text."""
+    from training.sources import SOURCE_LICENCES, by_id, naturalqs, nqopen, origin
+    first, rest = naturalqs(), nqopen()
+    assert len(rest) >= 2500 and "nqopen" in SOURCE_LICENCES
+    assert all(t.source == "naturalqs" and t.factual and t.golds for t in rest)
+    assert not {t.question for t in rest} & {t.question for t in first}
+    assert origin(rest[0].id) == "nqopen" and origin("sciqa-0123456789ab~lead") == "sciqa~lead"
+    rows = [{"id": t.id, "source": t.source} for t in (rest[0], first[0])]
+    assert {k: v.question for k, v in by_id(rows).items() if k in {r["id"] for r in rows}} == {
+        rest[0].id: rest[0].question, first[0].id: first[0].question}

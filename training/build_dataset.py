@@ -18,6 +18,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -28,7 +29,8 @@ from gate.engine.loading import model_slug
 from gate.normalize import matches
 from training.chat_sources import CHAT_LOADERS
 from training.sources import SOURCES, Example, by_id, load_examples
-from training.store import concat, data_dir, load_features, load_rows, save_examples, save_features, teaches_knows
+from training.store import (concat, data_dir, dataset_index, features_index, load_dataset_features, load_features,
+                            load_rows, save_dataset_features, save_examples, save_features, teaches_knows)
 from training.variants import VARIANTS
 
 SHORT_INSTRUCTION = "Answer in a few words."
@@ -128,14 +130,15 @@ def previous_rows(folders: list[Path], meta: dict) -> tuple[dict[str, tuple[dict
     whose answers still hold (same answers_key) though their features were computed with another layout."""
     known: dict[str, tuple[dict, object]] = {}
     answered: dict[str, dict] = {}
-    pairs = []
+    stored = []  # (rows file, first features file, reader of all its features)
     for folder in folders:
-        pairs.append((folder / "examples.jsonl", folder / "features.npz"))
-        pairs += [(j, j.with_suffix(".npz")) for j in sorted((folder / "build").glob("chunk_*.jsonl"))]
-    for jsonl, npz in pairs:
+        stored.append((folder / "examples.jsonl", folder / "features.npz", partial(load_dataset_features, folder)))
+        stored += [(j, j.with_suffix(".npz"), partial(load_features, j.with_suffix(".npz")))
+                   for j in sorted((folder / "build").glob("chunk_*.jsonl"))]
+    for jsonl, npz, read in stored:
         if not (jsonl.exists() and npz.exists()):
             continue
-        feats, ids, old_meta = load_features(npz)
+        feats, ids, old_meta = read()
         rows = load_rows(jsonl)
         if ids != [r["id"] for r in rows]:
             continue
@@ -184,10 +187,7 @@ def finished(build_dir: Path, k: int, chunk: list[Example], meta: dict) -> bool:
 
 def holds(npz: Path, ids: list[str], meta: dict) -> bool:
     """The features file exists and holds these rows, computed with these settings."""
-    if not npz.exists():
-        return False
-    with np.load(npz, allow_pickle=False) as z:
-        return z["ids"].tolist() == ids and json.loads(str(z["meta"])) == meta
+    return npz.exists() and features_index(npz) == (ids, meta)
 
 
 def chunk_paths(build: Path, k: int) -> tuple[Path, Path]:
@@ -196,7 +196,7 @@ def chunk_paths(build: Path, k: int) -> tuple[Path, Path]:
 
 def build(engine, examples: list[Example], out: Path, chunk_size: int, batch_size: int, max_new_tokens: int,
           reuse: tuple[Path, ...] = ()) -> dict:
-    """Process unfinished chunks, then merge all into examples.jsonl + features.npz. Rows already computed in
+    """Process unfinished chunks, then merge all into examples.jsonl + features files. Rows already computed in
     `out` or the `reuse` folders (same settings) are taken by id. Returns throughput stats."""
     build_dir = out / "build"
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -224,8 +224,8 @@ def build(engine, examples: list[Example], out: Path, chunk_size: int, batch_siz
 
 
 def merge(out: Path, chunks: list[list[Example]], meta: dict, rewrite: bool = False) -> list[dict]:
-    """The finished chunks, relabelled, into examples.jsonl + features.npz (the big file is rewritten only when
-    its rows changed: a relabel leaves it untouched)."""
+    """The finished chunks, relabelled, into examples.jsonl + features files (the big files are rewritten only when
+    their rows changed: a relabel leaves them untouched)."""
     all_rows, parts = [], []
     for k, chunk in enumerate(chunks):
         jsonl, npz = chunk_paths(out / "build", k)
@@ -233,8 +233,8 @@ def merge(out: Path, chunks: list[list[Example]], meta: dict, rewrite: bool = Fa
         parts.append(load_features(npz)[0])
     save_examples(out / "examples.jsonl", all_rows)
     ids = [r["id"] for r in all_rows]
-    if rewrite or not holds(out / "features.npz", ids, meta):
-        save_features(out / "features.npz", concat(parts), ids, meta)
+    if rewrite or dataset_index(out) != (ids, meta):
+        save_dataset_features(out, concat(parts), ids, meta)
     return all_rows
 
 

@@ -31,7 +31,7 @@ from gate.normalize import matches
 from gate.policy.bands import decide
 from training.sources import Example
 from training.splits import load_splits
-from training.store import (SOURCE_TEXT, dataset_folder, dataset_parser, load_examples, load_features,
+from training.store import (SOURCE_TEXT, dataset_folder, dataset_index, dataset_parser, load_examples,
                             load_rows, save_rows, step_settings, teaches_knows)
 
 ABSTAINS = re.compile(r"\b(i (do not|don't|dont) know|i'm not able to answer|i am not able to answer|i cannot answer|"
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = step_settings(args)
     directory = dataset_folder(args)
     rows = held_out(directory, args.split, args.limit)
-    max_tokens = args.max_tokens or load_features(directory / "features.npz")[2]["max_new_tokens"]
+    max_tokens = args.max_tokens or dataset_index(directory)[1]["max_new_tokens"]
     from gate.pipeline import Gate
     gate = Gate(settings)
     if gate.sidecar is None:

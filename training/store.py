@@ -12,6 +12,9 @@ from gate.engine.features import Features
 from gate.sidecar import data_dir
 
 _ARRAYS = ("layer", "globals", "hidden", "top_tokens", "message")
+# Rows per file of a merged dataset's features (~32 MB each on the default model): the files are tracked, and a
+# git host refuses files over 100 MB.
+SHARD_ROWS = 8192
 # Question and gold texts stay in their source packages (GPL-3.0 / CC BY-SA): shipped rows carry ids only.
 SOURCE_TEXT = ("question", "golds", "history")
 
@@ -82,6 +85,52 @@ def load_features(path: Path) -> tuple[Features, list[str], dict]:
         return feats, z["ids"].tolist(), json.loads(str(z["meta"]))
 
 
+def feature_files(directory: Path) -> list[Path]:
+    """A merged dataset's features files in row order: features.npz, then features-1.npz, features-2.npz, …"""
+    files = [directory / "features.npz"]
+    while (more := directory / f"features-{len(files)}.npz").exists():
+        files.append(more)
+    return files
+
+
+def save_dataset_features(directory: Path, feats: Features, ids: list[str], meta: dict) -> None:
+    """The merged features, SHARD_ROWS rows per file (each written atomically); files left from a longer
+    dataset are removed."""
+    shards = range(0, max(len(ids), 1), SHARD_ROWS)
+    for k, start in enumerate(shards):
+        path = directory / ("features.npz" if k == 0 else f"features-{k}.npz")
+        save_features(path, feats[start:start + SHARD_ROWS], ids[start:start + SHARD_ROWS], meta)
+    for stale in feature_files(directory)[len(shards):]:
+        stale.unlink()
+
+
+def dataset_index(directory: Path) -> tuple[list[str], dict | None]:
+    """The merged features' row ids and settings, read without the arrays (None: no features, or files written by
+    different builds, as a write killed between files leaves them)."""
+    ids, metas = [], []
+    for path in feature_files(directory):
+        if not path.exists():
+            return [], None
+        more, meta = features_index(path)
+        ids += more
+        metas.append(meta)
+    return ids, metas[0] if all(m == metas[0] for m in metas) else None
+
+
+def features_index(path: Path) -> tuple[list[str], dict]:
+    """One features file's row ids and settings, without reading its arrays."""
+    with np.load(path, allow_pickle=False) as z:
+        return z["ids"].tolist(), json.loads(str(z["meta"]))
+
+
+def load_dataset_features(directory: Path) -> tuple[Features, list[str], dict]:
+    """The merged features of a built dataset, all its files in row order."""
+    parts = [load_features(path) for path in feature_files(directory)]
+    if any(meta != parts[0][2] for _, _, meta in parts):
+        raise ValueError(f"{directory}: its features files come from different builds; run the build again to merge")
+    return concat([f for f, _, _ in parts]), [i for _, ids, _ in parts for i in ids], parts[0][2]
+
+
 def save_rows(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
@@ -116,7 +165,7 @@ def load_examples(path: Path) -> list[dict]:
 def load_dataset(directory: Path) -> tuple[list[dict], Features, dict]:
     """Rows (with their source text) and features of a built dataset, checked to be aligned by id."""
     rows = load_examples(directory / "examples.jsonl")
-    feats, ids, meta = load_features(directory / "features.npz")
+    feats, ids, meta = load_dataset_features(directory)
     if ids != [r["id"] for r in rows]:
-        raise ValueError(f"{directory}: examples.jsonl and features.npz are not aligned")
+        raise ValueError(f"{directory}: examples.jsonl and its features files are not aligned")
     return rows, feats, meta
