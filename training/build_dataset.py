@@ -43,7 +43,7 @@ CHAT_SOURCES = ("chatterbot,persistbench:120,writingbench:60,humaneval:100,codei
 # Added after those (both kinds): last, so every earlier source's seeded sample stays the same.
 LATER_SOURCES = ("naturalqs,jeopardy:600,boolq:150,skills,red~about:150,fanoutqa~about:150,squadtalk:150,droptalk:150,"
                  "red~aside:300,cbtrivia~aside:100,simpleqa~aside:60,naturalqs~aside:100,stated,squadfact:150,sciq:150,sciqa:600,"
-                 "sciqa~lead:300,coqafact:150,squadlead:300,alicewhat:300,fanouttopic:200,simpleqa~then:150,red~then:150,squadwork:150,sciqwork:150,commonknow,triviaqa:3000")
+                 "sciqa~lead:300,coqafact:150,squadlead:300,alicewhat:300,fanouttopic:200,simpleqa~then:150,red~then:150,squadwork:150,sciqwork:150,commonknow,triviaqa,nqopen")
 DEFAULT_SOURCES = f"{KNOWLEDGE_SOURCES},{CHAT_SOURCES},{LATER_SOURCES}"
 
 
