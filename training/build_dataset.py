@@ -17,8 +17,8 @@ import argparse
 import hashlib
 import json
 import time
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 from typing import Callable
 
 import numpy as np

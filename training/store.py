@@ -85,10 +85,14 @@ def load_features(path: Path) -> tuple[Features, list[str], dict]:
         return feats, z["ids"].tolist(), json.loads(str(z["meta"]))
 
 
+def _feature_file(directory: Path, k: int) -> Path:
+    return directory / ("features.npz" if k == 0 else f"features-{k}.npz")
+
+
 def feature_files(directory: Path) -> list[Path]:
     """A merged dataset's features files in row order: features.npz, then features-1.npz, features-2.npz, …"""
-    files = [directory / "features.npz"]
-    while (more := directory / f"features-{len(files)}.npz").exists():
+    files = [_feature_file(directory, 0)]
+    while (more := _feature_file(directory, len(files))).exists():
         files.append(more)
     return files
 
@@ -98,8 +102,7 @@ def save_dataset_features(directory: Path, feats: Features, ids: list[str], meta
     dataset are removed."""
     shards = range(0, max(len(ids), 1), SHARD_ROWS)
     for k, start in enumerate(shards):
-        path = directory / ("features.npz" if k == 0 else f"features-{k}.npz")
-        save_features(path, feats[start:start + SHARD_ROWS], ids[start:start + SHARD_ROWS], meta)
+        save_features(_feature_file(directory, k), feats[start:start + SHARD_ROWS], ids[start:start + SHARD_ROWS], meta)
     for stale in feature_files(directory)[len(shards):]:
         stale.unlink()
 
