@@ -56,10 +56,13 @@ def test_applicability_held_out_sources(tmp_path):
     variants = head["by_variant"]
     assert "plain" in variants and sum(v["n"] for v in variants.values()) == head["n_factual"]
     assert "| **all, applicability** |" in (tmp_path / "applicability.md").read_text()
-    # The shares are also split by the one contrast where errors concentrate, and the two parts add up to the whole.
-    split = head["split"]
-    assert sum(part["n_chat"] for part in split.values()) == head["n_chat"]
-    assert sum(part["n_factual"] for part in split.values()) == head["n_factual"]
+    # The shares are also split by the contrasts where errors concentrate (statements before a question; the
+    # short-answer instruction, which only knowledge questions carry), and each split's parts add up to the whole.
+    for split in (head["split"], head["instruction"]):
+        assert sum(part["n_chat"] for part in split.values()) == head["n_chat"]
+        assert sum(part["n_factual"] for part in split.values()) == head["n_factual"]
+    assert head["instruction"]["with_instruction"]["n_chat"] == 0 < head["instruction"]["with_instruction"]["n_factual"]
+    assert "Turns that end with the short-answer instruction" in (tmp_path / "applicability.md").read_text()
     # The cascade's early exits are counted against the full read they stand in for, draw by draw.
     exits = saved["early_exit"]
     assert len(exits["changed"]) == 2 and exits["turns"] == 1500 and max(exits["changed"]) < 1500 * 0.05

@@ -23,6 +23,7 @@ from gate.applicability import Applicability, decided_early
 from gate.config import FACTUAL_THRESHOLD
 from gate.engine.features import Features
 from training.baselines import without_message
+from training.build_dataset import SHORT_INSTRUCTION
 from training.chat_sources import CORPUS
 from training.metrics import auroc, balanced_weights, ece, mean_over
 from training.splits import by_id, strata_of
@@ -105,13 +106,17 @@ def summarise(rows: list[dict], y: np.ndarray, p: np.ndarray, threshold: float) 
         kinds[k] = {"n": int(sel.sum()), "passed": float((p[sel] < threshold).mean())}
     asked = np.array([variant_of(r["id"]) for r in rows])
     stating = np.array([r["source"] in STATEMENT_SOURCES for r in rows]) | (asked == "lead")
-    split = {name: {"passed": _share(p[chat & sel] < threshold), "n_chat": int((chat & sel).sum()),
-                    "gated": _share(p[~chat & sel] >= threshold), "n_factual": int((~chat & sel).sum())}
-             for name, sel in (("statement_then_question", stating), ("other_turns", ~stating))}
+    short = np.array([bool(r.get("short")) for r in rows])  # the short-answer instruction appended
+    def parts(*named: tuple[str, np.ndarray]) -> dict:
+        return {name: {"passed": _share(p[chat & sel] < threshold), "n_chat": int((chat & sel).sum()),
+                       "gated": _share(p[~chat & sel] >= threshold), "n_factual": int((~chat & sel).sum())}
+                for name, sel in named}
     variants = {v: {"n": int(sel.sum()), "gated": float((p[sel] >= threshold).mean()),
                     "sources": sorted({r["source"] for r, s in zip(rows, sel) if s})}
                 for v in sorted(set(asked[~chat])) for sel in [~chat & (asked == v)]}
-    return {"threshold": threshold, "by_source": per_source, "by_kind": kinds, "by_variant": variants, "split": split,
+    return {"threshold": threshold, "by_source": per_source, "by_kind": kinds, "by_variant": variants,
+            "split": parts(("statement_then_question", stating), ("other_turns", ~stating)),
+            "instruction": parts(("with_instruction", short), ("bare", ~short)),
             "passed": float((p[chat] < threshold).mean()), "n_chat": int(chat.sum()), "kinds": len(kinds),
             "gated": float((p[~chat] >= threshold).mean()), "n_factual": int((~chat).sum()),
             "auroc": auroc(y, p), "ece": ece(y, p, weights=balanced_weights(y))}
@@ -154,6 +159,12 @@ def table(result: dict) -> str:
         lines += ["", f"Turns that state something, then ask ({', '.join(sorted(STATEMENT_SOURCES))}, `lead`): passed "
                       f"{a['passed']:.1%} of {a['n_chat']}, gated {a['gated']:.1%} of {a['n_factual']}. All other turns: "
                       f"passed {b['passed']:.1%} of {b['n_chat']}, gated {b['gated']:.1%} of {b['n_factual']}."]
+    a, b = gate["instruction"]["with_instruction"], gate["instruction"]["bare"]
+    if a["gated"] is not None and b["gated"] is not None:
+        passed = f"passed {a['passed']:.1%} of {a['n_chat']}, " if a["passed"] is not None else ""
+        lines += ["", f"Turns that end with the short-answer instruction (\"{SHORT_INSTRUCTION}\"): {passed}gated "
+                      f"{a['gated']:.1%} of {a['n_factual']}. Turns asked as they are: passed {b['passed']:.1%} of "
+                      f"{b['n_chat']}, gated {b['gated']:.1%} of {b['n_factual']}."]
     if "early_exit" in result:
         e = result["early_exit"]
         lines += ["", f"Decided early (the residual read alone below {e['band'][0]:g} or at {e['band'][1]:g} and "
