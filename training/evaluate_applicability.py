@@ -89,6 +89,13 @@ def _share(hits: np.ndarray) -> float | None:
     return float(hits.mean()) if hits.size else None
 
 
+def _parts(chat: np.ndarray, p: np.ndarray, threshold: float, **parts: np.ndarray) -> dict:
+    """Pass and gated shares within each named part of the turns (a split of the whole)."""
+    return {name: {"passed": _share(p[chat & sel] < threshold), "n_chat": int((chat & sel).sum()),
+                   "gated": _share(p[~chat & sel] >= threshold), "n_factual": int((~chat & sel).sum())}
+            for name, sel in parts.items()}
+
+
 def summarise(rows: list[dict], y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
     """Pass / gated shares per held-out source and kind, and pooled."""
     per_source = {}
@@ -107,16 +114,12 @@ def summarise(rows: list[dict], y: np.ndarray, p: np.ndarray, threshold: float) 
     asked = np.array([variant_of(r["id"]) for r in rows])
     stating = np.array([r["source"] in STATEMENT_SOURCES for r in rows]) | (asked == "lead")
     short = np.array([bool(r.get("short")) for r in rows])  # the short-answer instruction appended
-    def parts(*named: tuple[str, np.ndarray]) -> dict:
-        return {name: {"passed": _share(p[chat & sel] < threshold), "n_chat": int((chat & sel).sum()),
-                       "gated": _share(p[~chat & sel] >= threshold), "n_factual": int((~chat & sel).sum())}
-                for name, sel in named}
     variants = {v: {"n": int(sel.sum()), "gated": float((p[sel] >= threshold).mean()),
                     "sources": sorted({r["source"] for r, s in zip(rows, sel) if s})}
                 for v in sorted(set(asked[~chat])) for sel in [~chat & (asked == v)]}
     return {"threshold": threshold, "by_source": per_source, "by_kind": kinds, "by_variant": variants,
-            "split": parts(("statement_then_question", stating), ("other_turns", ~stating)),
-            "instruction": parts(("with_instruction", short), ("bare", ~short)),
+            "split": _parts(chat, p, threshold, statement_then_question=stating, other_turns=~stating),
+            "instruction": _parts(chat, p, threshold, with_instruction=short, bare=~short),
             "passed": float((p[chat] < threshold).mean()), "n_chat": int(chat.sum()), "kinds": len(kinds),
             "gated": float((p[~chat] >= threshold).mean()), "n_factual": int((~chat).sum()),
             "auroc": auroc(y, p), "ece": ece(y, p, weights=balanced_weights(y))}
