@@ -164,7 +164,7 @@ def test_a_changed_conversation_is_recomputed_and_labels_follow_the_matcher(engi
 
 
 def test_merged_features_are_cut_into_files_a_git_host_takes(tmp_path, monkeypatch):
-    """More than SHARD_ROWS rows go to features.npz, features-1.npz, …, read back whole and in order; a shorter
+    """More than shard_rows rows go to features.npz, features-1.npz, …, read back whole and in order; a shorter
     rewrite removes the files it no longer needs, and files from two builds are refused, not mixed."""
     from gate.engine.features import Features
     from training import store
@@ -172,7 +172,7 @@ def test_merged_features_are_cut_into_files_a_git_host_takes(tmp_path, monkeypat
     feats = Features(rng.random((5, 3, 2)).astype(np.float16), rng.random((5, 4)).astype(np.float16),
                      rng.random((5, 2, 6)).astype(np.float16), rng.integers(0, 9, (5, 3)), rng.random((5, 1, 6)).astype(np.float16))
     ids, meta = [f"red-{i}" for i in range(5)], {"model": "m"}
-    monkeypatch.setattr(store, "SHARD_ROWS", 2)
+    monkeypatch.setattr(store, "SHARD_BYTES", 2 * 80)  # two rows of 80 bytes of arrays
     store.save_dataset_features(tmp_path, feats, ids, meta)
     assert [p.name for p in store.feature_files(tmp_path)] == ["features.npz", "features-1.npz", "features-2.npz"]
     back, back_ids, back_meta = store.load_dataset_features(tmp_path)
@@ -185,3 +185,16 @@ def test_merged_features_are_cut_into_files_a_git_host_takes(tmp_path, monkeypat
     store.save_dataset_features(tmp_path, feats[:3], ids[:3], meta)
     assert [p.name for p in store.feature_files(tmp_path)] == ["features.npz", "features-1.npz"]
     assert not (tmp_path / "features-2.npz").exists() and store.load_dataset_features(tmp_path)[1] == ids[:3]
+
+
+@pytest.mark.parametrize("layers, width, message, rows", [(30, 576, 1, 8192), (28, 1536, 0, 5120)])
+def test_features_files_are_cut_by_size(layers, width, message, rows):
+    """Files hold ~SHARD_BYTES of arrays whatever the model's width: SmolLM2-135M's 8,192 rows (the files already
+    tracked) and Qwen 1.5B's 5,120 (8,192 of its rows made a 43 MB file, near a git host's 50 MB warning)."""
+    from gate.engine.features import Features
+    from training import store
+    one = Features(np.zeros((1, layers, 11), np.float16), np.zeros((1, 14), np.float16),
+                   np.zeros((1, 2, width), np.float16), np.zeros((1, layers), np.int64),
+                   np.zeros((1, message, width), np.float16))
+    assert store.shard_rows(one) == rows
+    assert rows * sum(getattr(one, k).nbytes for k in store._ARRAYS) <= store.SHARD_BYTES
