@@ -91,6 +91,18 @@ class Seeds(_Strict):
         return self
 
 
+class Openings(_Strict):
+    """What the gate writes at the start of a seeded reply, per decision, for a model without a thinking channel.
+    There the seed is a hidden prefill that both shipped models read past (after the hedge seed Qwen hedged 1
+    reply in 61), so a hedge reaches the user only if the gate says it. The model never reads the opening (fed
+    to SmolLM2, "I'm not certain, but" turned its answers into "… I think I'm not sure."): its reply follows
+    after a space, as it would anyway. "" writes nothing; a model with a thinking channel gets none (it shows
+    its seeded thought)."""
+    answer: str = ""
+    hedge: str = "I'm not certain about this."
+    abstain: str = ""
+
+
 # Chosen on both shipped models' leave-one-source-out results (data/<model>/applicability.md): where the shares
 # of held-out chat turns passed and knowledge questions gated balance (0.5 gated more than it passed on both).
 FACTUAL_THRESHOLD = 0.6
@@ -103,6 +115,7 @@ class PolicySettings(_Strict):
                                      "answering it needs the model's stored knowledge of facts — is below this "
                                      "passes the gate: no seed, no abstention, plain generation")
     seeds: Seeds = Seeds()
+    openings: Openings = Openings()
     abstention: str = "I don't know the answer to that, and I'd rather not guess."
 
 

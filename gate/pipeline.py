@@ -37,7 +37,7 @@ from gate.engine.features import Features
 from gate.engine.base import ReadPrompt, TurnEngine, load_engine
 from gate.engine.generate import SamplingParams
 from gate.engine.reply import ReplySplitter
-from gate.policy import decide, resolve_bands, resolve_threshold, seed_text
+from gate.policy import decide, opening_text, resolve_bands, resolve_threshold, seed_text
 from gate.turns import Delta, GateView, Mode, PromptTooLong, TurnError, TurnEvent, TurnOverrides, TurnResult
 
 LENS_TOP_K = 5  # tokens shown per layer by the probe view
@@ -179,9 +179,10 @@ class Gate:
         if p is None:
             note = None if turn.mode == "off" else f"no sidecar for {self.engine.model_id}: not gated"
             return GateView(None, None, turn.mode, bands, None, ms, note, p_factual, turn.factual_threshold)
-        decision = decide(p, turn.bands, p_factual, turn.factual_threshold)
-        seed = None if turn.mode == "off" else seed_text(self.settings.policy.seeds, decision, p)
-        return GateView(p, decision, turn.mode, bands, seed, ms, None, p_factual, turn.factual_threshold)
+        decision, policy = decide(p, turn.bands, p_factual, turn.factual_threshold), self.settings.policy
+        seed = None if turn.mode == "off" else seed_text(policy.seeds, decision, p)
+        opening = opening_text(policy.openings, decision, self.engine.thinking.has_channel) if seed else ""
+        return GateView(p, decision, turn.mode, bands, seed, ms, None, p_factual, turn.factual_threshold, opening)
 
     def _run(self, turn: _Turn) -> Iterator[TurnEvent]:
         with self.lock:
@@ -214,6 +215,7 @@ class Gate:
         if seed and fmt.has_channel:  # the seed is the start of the model's visible thought
             splitter.text["reasoning"] = seed
             yield Delta("reasoning", seed)
+        yield from splitter.lead(view.opening)  # what a hidden seed decided, said to the user (policy.openings)
         steps = read.tokens(extra_ids, turn.params)
         first, count, finish = None, 0, "length"
         try:

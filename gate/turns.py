@@ -48,6 +48,7 @@ class GateView:
     note: str | None = None        # why there is no gate reading in a gated mode (e.g. no sidecar for the model)
     p_factual: float | None = None  # P(answering needs stored knowledge of facts); None without an applicability head
     factual_threshold: float = FACTUAL_THRESHOLD  # below it the decision is "pass"
+    opening: str = ""              # the reply's first words, written by the gate (policy.openings; no channel only)
 
 
 @dataclass

@@ -9,13 +9,13 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import Gemma4ForCausalLM, Gemma4TextConfig, PreTrainedTokenizerFast
 
 import gate.engine.runtime
-from gate.config import Settings
+from gate.config import Openings, Settings
 from gate.engine.chat import opens_thought, seed_opening, thinking_format
 from gate.engine.loading import LoadedModel
 from gate.engine.reply import ReplySplitter
 from gate.engine.runtime import Engine
 from gate.pipeline import Gate
-from gate.turns import TurnOverrides
+from gate.turns import Delta, TurnOverrides
 from conftest import FixedSidecar
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -104,7 +104,7 @@ def test_gemma4_seeded_turn_continues_inside_the_thought(gemma4_engine, monkeypa
     g = Gate(gemma4_engine.settings, engine=gemma4_engine, sidecar=FixedSidecar(0.55))
     result = g.chat(QUESTION, TurnOverrides(mode="seed", max_tokens=6))
     seed = result.gate.seed_text
-    assert result.gate.decision == "hedge" and "55%" in seed
+    assert result.gate.decision == "hedge" and "55%" in seed and result.gate.opening == ""  # the thought says it
     assert seen["extra"] == "<|channel>thought\n" + seed
     assert result.reasoning.startswith(seed) and seed not in result.content
     assert result.completion_tokens <= 6
@@ -133,6 +133,19 @@ def test_hidden_prefill_never_shows_in_content(make_gate):
     assert result.gate.decision == "answer" and result.gate.seed_text
     assert result.reasoning == "" and result.content and result.gate.seed_text not in result.content
     assert "P(knows)" not in result.content
+
+
+def test_a_hidden_hedge_is_said_before_the_models_own_reply(make_gate):
+    """Without a thinking channel the hedge opening (policy.openings) is written first, streamed before any
+    generated token; the model never reads it, so what follows is the reply it gives without one."""
+    hedge = make_gate(0.55).stream(QUESTION, TurnOverrides(mode="seed", max_tokens=12))
+    view, first, *rest = list(hedge)
+    result, opening = rest[-1], "I'm not certain about this."
+    assert view.decision == "hedge" and view.opening == opening and first == Delta("content", opening)
+    plain = make_gate(0.55, openings=Openings(hedge="")).chat(QUESTION, TurnOverrides(mode="seed", max_tokens=12))
+    assert plain.gate.opening == "" and plain.content and result.content == f"{opening} {plain.content}"
+    assert result.completion_tokens == plain.completion_tokens
+    assert make_gate(0.9).probe(QUESTION).gate.opening == ""  # answer: nothing written by default
 
 
 def test_gate_mode_abstains_without_generating(make_gate, monkeypatch):

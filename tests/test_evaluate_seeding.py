@@ -5,10 +5,11 @@ import pytest
 
 from gate.config import Bands, Settings
 from gate.engine.loading import model_slug
-from training.evaluate_seeding import (all_pairs, evaluate, figure, frontier, head_key, markdown, run_key, score,
-                                      summarise)
+from training.evaluate_seeding import (GateWords, all_pairs, evaluate, figure, frontier, head_key, markdown, run_key,
+                                      score, summarise, trade_off)
 
 ABSTENTION = "No comment."
+WORDS = GateWords(ABSTENTION)
 
 
 def test_score_rules():
@@ -36,7 +37,7 @@ ROWS = [  # baseline: 2 correct, 2 wrong (confident); bands 0.4/0.7 answer, abst
 
 def test_summary_metrics():
     """Each mode's reply is the one logged for the decision these bands make."""
-    s = summarise(ROWS, ABSTENTION, Bands(low=0.4, high=0.7))
+    s = summarise(ROWS, WORDS, Bands(low=0.4, high=0.7))
     off, seed, gate = (s["modes"][m] for m in ("off", "seed", "gate"))
     assert (off["accuracy_on_answered"], off["abstention_rate"], off["effective_reliability"]) == (0.5, 0.0, 0.0)
     assert off["confident_wrong_share_of_wrong"] == 1.0 and off["correct_kept"] == 1.0
@@ -45,21 +46,34 @@ def test_summary_metrics():
     assert seed["correct_kept"] == 1.0
     assert gate["correct_kept"] == 0.5 and gate["abstention_rate"] == 0.5 and gate["effective_reliability"] == 0.0
     assert s["by_decision"]["abstain"] == {"n": 2, "baseline_accuracy": 0.5}
-    other = summarise(ROWS, ABSTENTION, Bands(low=0.0, high=0.0))["modes"]["gate"]  # answer everything
+    other = summarise(ROWS, WORDS, Bands(low=0.0, high=0.0))["modes"]["gate"]  # answer everything
     assert other["abstention_rate"] == 0.0 and other["confident_wrong_rate"] == 0.5
 
 
 def test_pass_answers_plainly():
     """Below the applicability threshold the decision is pass: the plain reply, never a seed or the abstention."""
     rows = [_row("Paris", 0.1, "Paris", "x", "x", "x", p_factual=0.2)]
-    s = summarise(rows, ABSTENTION, Bands(low=0.4, high=0.7), threshold=0.5)
+    s = summarise(rows, WORDS, Bands(low=0.4, high=0.7), threshold=0.5)
     assert s["by_decision"]["pass"]["n"] == 1
     assert s["modes"]["gate"]["correct_kept"] == 1.0 and s["modes"]["seed"]["correct_kept"] == 1.0
 
 
+def test_the_gates_opening_makes_a_hedge_but_not_an_answer():
+    """An opening the gate writes before hedge-seeded replies turns a confident wrong one into a hedge (removed)
+    and leaves a correct one correct; outcomes are the model's own words."""
+    rows = [_row("Oslo", 0.5, "Bergen", "Bergen", "Bergen", "Bergen"), _row("Rome", 0.5, "Rome", "Rome", "Rome", "x")]
+    bands = Bands(low=0.4, high=0.7)
+    said = GateWords(ABSTENTION, {"hedge": "I'm not certain about this."})
+    assert trade_off(rows, WORDS, bands, 0.5) == {"low": 0.4, "high": 0.7, "correct_kept": 1.0,
+                                                       "confident_wrong_removed": 0.0}
+    assert trade_off(rows, said, bands, 0.5)["confident_wrong_removed"] == 1.0
+    assert trade_off(rows, said, bands, 0.5)["correct_kept"] == 1.0
+    assert trade_off(rows, said, Bands(low=0.0, high=0.0), 0.5)["confident_wrong_removed"] == 0.0  # answered
+
+
 def test_frontier_is_pareto():
     """Kept share falls and removed share rises along the frontier; abstaining on all removes all, keeps none."""
-    points = frontier(ROWS, ABSTENTION, 0.5)
+    points = frontier(ROWS, WORDS, 0.5)
     kept = [p["correct_kept"] for p in points]
     removed = [p["confident_wrong_removed"] for p in points]
     assert kept == sorted(kept, reverse=True) and removed == sorted(removed) and len(set(removed)) == len(removed)
@@ -85,6 +99,7 @@ def test_run_key_changes_with_what_a_reply_depends_on(tmp_path):
     (ckpt / "applicability.npz").write_bytes(b"h2")     # another applicability head: same replies, new P(factual)
     assert run_key(gate, 24) == retrained and head_key(gate) != head
     settings.policy.bands.low = 0.3                     # other bands: same replies
+    settings.policy.openings.hedge = "Not sure:"        # the model never reads the opening: same replies
     assert run_key(gate, 24) == retrained
     gate.engine.dtype = "torch.bfloat16"                # other numerics: asked again
     assert run_key(gate, 24) != retrained
@@ -95,14 +110,14 @@ def test_run_key_changes_with_what_a_reply_depends_on(tmp_path):
 
 def test_report_and_figure(tmp_path):
     """The Markdown has a table per set of bands and the frontier; the figure is a PNG."""
-    runs = {name: {"bands": [b.low, b.high], "summary": summarise(ROWS, ABSTENTION, b)}
+    runs = {name: {"bands": [b.low, b.high], "summary": summarise(ROWS, WORDS, b)}
             for name, b in (("configured", Bands(low=0.4, high=0.7)), ("recommended", Bands(low=0.2, high=0.6)))}
     info = {"model": "m", "split": "random/test", "n": 4, "max_tokens": 24, "factual_threshold": 0.5, "note": ""}
-    text = markdown(runs, frontier(ROWS, ABSTENTION, 0.5), info)
+    text = markdown(runs, frontier(ROWS, WORDS, 0.5), info)
     assert "## configured bands: low=0.4 high=0.7" in text and "## recommended bands" in text
     assert "| 1.000 | 1.000 | 0.0 |" in text   # the frontier's one point
     marked = {name: run["summary"]["trade_off"] for name, run in runs.items()}
-    png = figure(all_pairs(ROWS, ABSTENTION, 0.5), marked, tmp_path / "f.png", "t")
+    png = figure(all_pairs(ROWS, WORDS, 0.5), marked, tmp_path / "f.png", "t")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -115,7 +130,7 @@ def test_a_new_applicability_head_reprobes_without_generating(tmp_path):
     (ckpt / "weights.npz").write_bytes(b"v1")
     (ckpt / "applicability.npz").write_bytes(b"h1")
     calls = {"chat": 0, "probe": 0}
-    view = SimpleNamespace(p_knows=0.3, p_factual=0.9)
+    view = SimpleNamespace(p_knows=0.3, p_factual=0.9, opening="")
 
     def chat(messages, overrides):
         calls["chat"] += 1

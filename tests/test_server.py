@@ -134,6 +134,11 @@ def test_gate_overrides_take_effect(client, served, settings):
     assert off.gate["mode"] == "off" and off.gate["seed"] is None and off.gate["p_knows"] is None
     sure = ask(client, served, extra_body={"gate": {"mode": "seed", "bands": [0, 0]}})
     assert sure.gate["decision"] == "answer" and sure.gate["bands"] == [0, 0] and sure.gate["seed"]
+    assert sure.gate["opening"] == ""
+    hedged = ask(client, served, extra_body={"gate": {"mode": "seed", "bands": [0, 1]}})  # no channel: said aloud
+    opening = settings.policy.openings.hedge
+    assert hedged.gate["decision"] == "hedge" and hedged.gate["opening"] == opening
+    assert hedged.choices[0].message.content.startswith(opening + " ")
     unsure = ask(client, served, extra_body={"gate": {"mode": "gate", "bands": [1, 1]}})
     assert unsure.gate["decision"] == "abstain" and unsure.gate["abstained"]
     assert unsure.choices[0].message.content == settings.policy.abstention

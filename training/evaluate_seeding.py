@@ -8,7 +8,8 @@ greedy decoding is deterministic, so its other replies are the `seed` replies (n
 
 A reply is scored: correct if a gold/alias matches its first line (the dataset's labelling rule);
 else abstained if it says it does not know, opens by describing itself or apologising, or only voices
-doubt ("I'm not sure."); else wrong. A wrong reply is "confident" unless it hedges.
+doubt ("I'm not sure."); else wrong. A wrong reply is "confident" unless it hedges, in the model's words or
+in the opening the gate writes before them (policy.openings, for a model without a thinking channel).
 Metrics: accuracy on answered, share of wrong answers stated confidently (and of all questions),
 share of the baseline's correct answers kept, abstention rate, effective reliability
 (+1 correct, −1 wrong, 0 abstained; mean over questions, with a bootstrap 95% interval).
@@ -19,6 +20,7 @@ import functools
 import hashlib
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ from training.build_dataset import messages_of
 from gate.config import FACTUAL_THRESHOLD, Bands
 from gate.models import known
 from gate.normalize import matches
-from gate.policy.bands import decide
+from gate.policy import decide, opening_text
 from training.sources import Example
 from training.splits import load_splits
 from training.store import (SOURCE_TEXT, dataset_folder, dataset_index, dataset_parser, load_examples,
@@ -42,6 +44,19 @@ DECLINES = re.compile(r"^\s*(i'm|i am) (a|an|here|sorry|just)\b", re.I)
 HEDGES = re.compile(r"\b(not (sure|certain)|uncertain|i think|i believe|might|may be|maybe|possibly|perhaps|"
                     r"probably|likely|if i recall|best (guess|attempt))\b", re.I)
 MODES = ("off", "seed", "gate")
+
+
+@dataclass(frozen=True)
+class GateWords:
+    """What the gate itself writes into the replies a user sees: the abstention that stands for an abstain
+    decision in `gate` mode, and the opening before a seeded reply (by decision; policy.openings)."""
+    abstention: str
+    openings: dict[str, str] = field(default_factory=dict)
+
+    def shown(self, decision: str, reply: str) -> str:
+        """A seeded reply as the user reads it: the gate's opening, then the model's words."""
+        opening = self.openings.get(decision, "")
+        return f"{opening} {reply}" if opening else reply
 
 
 def score(reply: str, golds: list[str], abstention: str) -> str:
@@ -89,10 +104,11 @@ GRID = tuple(round(0.05 * k, 2) for k in range(21))             # band edges the
 def run_key(gate, max_tokens: int) -> str:
     """What a logged reply depends on besides the question: the budget, the seed texts, the sidecar's weights
     (the seed quotes P(knows)) and the model's dtype. Not the bands or the threshold (every seed's reply is
-    logged, so any bands are scored from the same rows) and not the applicability head (`head_key`): rows logged
-    under another run key (a retrained sidecar, other seeds) are asked again."""
+    logged, so any bands are scored from the same rows), not the openings (the model never reads them; they are
+    added when scoring) and not the applicability head (`head_key`): rows logged under another run key (a
+    retrained sidecar, other seeds) are asked again."""
     from gate.sidecar import FILE
-    policy = gate.settings.policy.model_dump(mode="json", exclude={"bands", "factual_threshold", "mode"})
+    policy = gate.settings.policy.model_dump(mode="json", exclude={"bands", "factual_threshold", "mode", "openings"})
     digest = hashlib.sha1(json.dumps([max_tokens, policy, str(gate.engine.dtype)], sort_keys=True).encode())
     digest.update(_checkpoint(gate, FILE).read_bytes())
     return digest.hexdigest()[:16]
@@ -114,8 +130,8 @@ def _checkpoint(gate, name: str) -> Path:
 def evaluate(gate, rows: list[dict], max_tokens: int, log: Path) -> list[dict]:
     """Ask every question plainly (`off`) and under each seed (answer, hedge, abstain: the decision forced by
     bands); each row is appended to `log` at once, and rows already there (same `run_key`) are reused, so an
-    interrupted run resumes where it stopped. The log holds ids and the model's replies, never the source
-    packages' text (their licences)."""
+    interrupted run resumes where it stopped. The log holds ids and the model's own replies (without the gate's
+    opening), never the source packages' text (their licences)."""
     from gate.turns import TurnOverrides
     key, head = run_key(gate, max_tokens), head_key(gate)
     done = {r["id"]: r for r in (load_rows(log) if log.exists() else []) if r.get("run") == key}
@@ -128,7 +144,7 @@ def evaluate(gate, rows: list[dict], max_tokens: int, log: Path) -> list[dict]:
                 for decision in SEEDED:
                     seeded = gate.chat(messages, TurnOverrides(mode="seed", max_tokens=max_tokens,
                                                                bands=FORCE[decision], factual_threshold=0.0))
-                    replies[decision] = seeded.content
+                    replies[decision] = seeded.content.removeprefix(seeded.gate.opening).lstrip()
                 done[row["id"]] = {
                     "id": row["id"], "source": row["source"], "category": row["category"], "label": row.get("label"),
                     "dataset_prediction": row.get("prediction"), "max_tokens": max_tokens, "run": key, "head": head,
@@ -145,15 +161,18 @@ def evaluate(gate, rows: list[dict], max_tokens: int, log: Path) -> list[dict]:
     return [{**r, "golds": row["golds"]} for r, row in zip(out, rows)]
 
 
-def outcomes(results: list[dict], abstention: str, bands: Bands, threshold: float) -> dict[str, tuple]:
+def outcomes(results: list[dict], words: GateWords, bands: Bands, threshold: float) -> dict[str, tuple]:
     """Per mode, each question's (outcome, confident) under these bands: `seed` answers with the reply of the
-    decided seed (`pass`: the plain reply), `gate` replaces an abstain seed's reply with the abstention."""
+    decided seed (`pass`: the plain reply), `gate` replaces an abstain seed's reply with the abstention. The
+    outcome is the model's words' (or the abstention's); confident also reads the gate's opening."""
     decisions = [decide(r["p_knows"], bands, r.get("p_factual"), threshold) for r in results]
     replies = {"off": [r["replies"]["off"] for r in results],
                "seed": [r["replies"]["off" if d == "pass" else d] for r, d in zip(results, decisions)]}
-    replies["gate"] = [abstention if d == "abstain" else s for s, d in zip(replies["seed"], decisions)]
-    return {m: ([_score(x, tuple(r["golds"]), abstention) for x, r in zip(texts, results)],
-                [not HEDGES.search(x) for x in texts]) for m, texts in replies.items()} | {"decisions": decisions}
+    replies["gate"] = [words.abstention if d == "abstain" else s for s, d in zip(replies["seed"], decisions)]
+    shown = {"off": replies["off"], "seed": [words.shown(d, x) for x, d in zip(replies["seed"], decisions)],
+             "gate": [x if d == "abstain" else words.shown(d, x) for x, d in zip(replies["gate"], decisions)]}
+    return {m: ([_score(x, tuple(r["golds"]), words.abstention) for x, r in zip(texts, results)],
+                [not HEDGES.search(x) for x in shown[m]]) for m, texts in replies.items()} | {"decisions": decisions}
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -162,10 +181,10 @@ def _score(reply: str, golds: tuple[str, ...], abstention: str) -> str:
     return score(reply, list(golds), abstention)
 
 
-def summarise(results: list[dict], abstention: str, bands: Bands, threshold: float = FACTUAL_THRESHOLD,
+def summarise(results: list[dict], words: GateWords, bands: Bands, threshold: float = FACTUAL_THRESHOLD,
               seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    scored = outcomes(results, abstention, bands, threshold)
+    scored = outcomes(results, words, bands, threshold)
     base_correct = [o == "correct" for o in scored["off"][0]]
     by_decision = {}
     for d in ("pass", "answer", "hedge", "abstain"):
@@ -175,13 +194,13 @@ def summarise(results: list[dict], abstention: str, bands: Bands, threshold: flo
     same = [r["replies"]["off"].strip() == (r.get("dataset_prediction") or "").strip() for r in results]
     return {"modes": {m: metrics(*scored[m], base_correct, rng) for m in MODES},
             "by_decision": by_decision, "baseline_equals_dataset_prediction": float(np.mean(same)),
-            "trade_off": trade_off(results, abstention, bands, threshold)}
+            "trade_off": trade_off(results, words, bands, threshold)}
 
 
-def trade_off(results: list[dict], abstention: str, bands: Bands, threshold: float) -> dict:
+def trade_off(results: list[dict], words: GateWords, bands: Bands, threshold: float) -> dict:
     """`gate` mode at these bands: the share of the baseline's correct answers kept and of its confidently
     wrong answers removed (abstained on, or turned into a hedge)."""
-    scored = outcomes(results, abstention, bands, threshold)
+    scored = outcomes(results, words, bands, threshold)
     off, off_conf = map(np.array, scored["off"])
     base_correct, base_cw = off == "correct", (off == "wrong") & off_conf
     o, conf = map(np.array, scored["gate"])
@@ -190,10 +209,10 @@ def trade_off(results: list[dict], abstention: str, bands: Bands, threshold: flo
             "confident_wrong_removed": float((base_cw & ~((o == "wrong") & conf)).sum() / max(base_cw.sum(), 1))}
 
 
-def frontier(results: list[dict], abstention: str, threshold: float) -> list[dict]:
+def frontier(results: list[dict], words: GateWords, threshold: float) -> list[dict]:
     """The Pareto front of `trade_off` over every pair of band edges on GRID. Describes these questions; the
     bands to configure come from validation (metrics.json → bands)."""
-    return pareto(all_pairs(results, abstention, threshold))
+    return pareto(all_pairs(results, words, threshold))
 
 
 def pareto(points: list[dict]) -> list[dict]:
@@ -207,8 +226,8 @@ def pareto(points: list[dict]) -> list[dict]:
     return front
 
 
-def all_pairs(results: list[dict], abstention: str, threshold: float) -> list[dict]:
-    return [trade_off(results, abstention, Bands(low=low, high=high), threshold)
+def all_pairs(results: list[dict], words: GateWords, threshold: float) -> list[dict]:
+    return [trade_off(results, words, Bands(low=low, high=high), threshold)
             for low in GRID for high in GRID if high >= low]
 
 
@@ -245,6 +264,9 @@ def markdown(runs: dict[str, dict], front: list[dict], info: dict) -> str:
     lines = [f"# Seeding evaluation — {info['model']}", "",
              f"{info['n']} held-out questions ({info['split']} split), greedy, ≤{info['max_tokens']} tokens, "
              f"applicability threshold {info['factual_threshold']}. {info['note']}", ""]
+    if written := {d: o for d, o in info.get("openings", {}).items() if o}:
+        lines += ["The gate opens seeded replies with " + ", ".join(f"{d}: \"{o}\"" for d, o in written.items()) +
+                  " (policy.openings: the model never reads it; it counts as the reply's hedge).", ""]
     for name, run in runs.items():
         summary, (low, high) = run["summary"], run["bands"]
         lines += [f"## {name} bands: low={low} high={high}", "",
@@ -299,13 +321,15 @@ def main(argv: list[str] | None = None) -> dict:
     metrics_file = directory / "metrics.json"
     if metrics_file.exists() and "bands" in (recommended := json.loads(metrics_file.read_text())):
         bands["recommended (validation)"] = Bands(low=recommended["bands"]["low"], high=recommended["bands"]["high"])
-    runs = {name: {"bands": [b.low, b.high], "summary": summarise(results, policy.abstention, b, policy.factual_threshold)}
+    words = GateWords(policy.abstention, {d: opening_text(policy.openings, d, gate.engine.thinking.has_channel)
+                                          for d in SEEDED})
+    runs = {name: {"bands": [b.low, b.high], "summary": summarise(results, words, b, policy.factual_threshold)}
             for name, b in bands.items()}
     info = {"model": settings.model.id, "split": f"{args.split}/test", "n": len(results), "max_tokens": max_tokens,
             "factual_threshold": policy.factual_threshold, "seeds": policy.seeds.model_dump(),
-            "abstention": policy.abstention,
+            "abstention": policy.abstention, "openings": words.openings,
             "note": f"The weights are {m.title}, dequantised." if (m := known(settings.model.id)) else ""}
-    points = all_pairs(results, policy.abstention, policy.factual_threshold)  # bands-independent: swept once
+    points = all_pairs(results, words, policy.factual_threshold)  # bands-independent: swept once
     front = pareto(points)
     (directory / "seeding.json").write_text(json.dumps({**info, "runs": runs, "frontier": front}, indent=2) + "\n")
     figure(points, {name: run["summary"]["trade_off"] for name, run in runs.items()},

@@ -23,6 +23,7 @@ class GateInfo(BaseModel):
     bands: tuple[float, float]
     factual_threshold: float = FACTUAL_THRESHOLD
     seed: str | None
+    opening: str = ""
     abstained: bool = False
     probe_ms: float
     first_token_ms: float | None = None
@@ -33,7 +34,7 @@ class GateInfo(BaseModel):
     def of(cls, view: GateView, result: TurnResult | None = None) -> "GateInfo":
         info = cls(p_knows=view.p_knows, p_factual=view.p_factual, decision=view.decision, mode=view.mode,
                    bands=view.bands, factual_threshold=view.factual_threshold, seed=view.seed_text,
-                   probe_ms=view.probe_ms, note=view.note)
+                   opening=view.opening, probe_ms=view.probe_ms, note=view.note)
         if result is not None:
             info.abstained = result.finish_reason == "abstain"
             info.first_token_ms, info.total_ms = result.first_token_ms, result.total_ms

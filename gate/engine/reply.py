@@ -46,6 +46,7 @@ class _Segment:
         self.decoder = IncrementalDecoder(tokenizer)
         self.drop, self.lstrip, self.stop = drop, lstrip, tuple(s for s in stop if s)
         self.pending, self.started, self.stopped = "", False, False
+        self.join = ""  # put before the first text released (the space after a gate-written opening)
 
     def feed(self, token_id: int) -> str:
         self.pending += self.decoder.push(token_id)
@@ -56,6 +57,12 @@ class _Segment:
         return self._release(final=True)
 
     def _release(self, final: bool) -> str:
+        out = self._released(final)
+        if out and self.join:
+            out, self.join = self.join + out, ""
+        return out
+
+    def _released(self, final: bool) -> str:
         if self.stopped:
             return ""
         if not self.started:
@@ -110,6 +117,13 @@ class ReplySplitter:
         self.channel = channel
         self.segment = self._segment(drop=self.fmt.label)  # a thought the model opens starts with its label
         return out
+
+    def lead(self, text: str) -> list[Delta]:
+        """Text the gate writes before the model's answer (policy.openings): shown at once, then a space before
+        the model's first words. The model never reads it, so its answer is the one it would give anyway."""
+        if text:
+            self.segment.join = " "
+        return self._emit(text)
 
     def push(self, token_id: int) -> list[Delta]:
         if token_id == self.open_id:
