@@ -93,3 +93,14 @@ def test_leave_one_source_out_averages_its_draws():
     out = evaluate._over_draws(blocks)
     assert math.isclose(out["auroc"], 0.75) and math.isclose(out["auroc_sd"], 0.05) and math.isclose(out["ece"], 0.04)
     assert out["auroc_ci95"] == pytest.approx([0.65, 0.85]) and out["draws"] == 2 and out["n"] == 10
+
+
+def test_the_sidecars_evaluate_trains_read_what_ships():
+    """Cross-validation, leave-one-source-out and the cross-domain split retrain the sidecar: with the shipped
+    checkpoint's reads (Qwen's `hidden + layers`), not the class default, or their columns describe another head."""
+    from gate.sidecar import Sidecar
+    shipped = Sidecar(reads=("hidden", "layers"))
+    assert evaluate.sidecar_hyperparams(shipped, fast=False) == {"reads": ("hidden", "layers")}
+    side = evaluate.methods({}, evaluate.sidecar_hyperparams(shipped, fast=True))[0]
+    assert side.name == "sidecar" and side.sidecar.hp["reads"] == ("hidden", "layers") and side.sidecar.hp["seeds"] == 1
+    assert evaluate.sidecar_hyperparams(None, fast=False) == {}

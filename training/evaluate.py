@@ -40,17 +40,23 @@ def block(rows: list[dict], y: np.ndarray, s: np.ndarray, p: np.ndarray, boot: i
 
 
 # ---- running the methods -----------------------------------------------------------------------------------
-def methods(signature: dict, fast: bool) -> list[Method]:
-    hp = {"seeds": 1, "epochs": 5} if fast else {}
+def sidecar_hyperparams(shipped: Sidecar | None, fast: bool) -> dict:
+    """What every sidecar this evaluation trains is built with: the shipped checkpoint's reads (the Qwen one reads
+    `hidden + layers`, not the default `hidden`), so the held-out columns describe what ships; `fast` for smoke
+    tests."""
+    return ({"reads": tuple(shipped.hp["reads"])} if shipped else {}) | ({"seeds": 1, "epochs": 5} if fast else {})
+
+
+def methods(signature: dict, hp: dict) -> list[Method]:
     return [SidecarMethod(signature=signature, **hp), *(cls() for cls in BASELINES)]
 
 
-def run_split(data: Part, idx: dict[str, np.ndarray], signature: dict, fast: bool,
+def run_split(data: Part, idx: dict[str, np.ndarray], signature: dict, hp: dict,
               shipped: Sidecar | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Fit every method on the train part, calibrate on val; (score, proba) on test, per method."""
     train, val, test = (data.take(idx[k]) for k in ("train", "val", "test"))
     out = {}
-    for m in methods(signature, fast):
+    for m in methods(signature, hp):
         if shipped is not None and m.name == "sidecar":
             m = SidecarMethod(sidecar=shipped)  # evaluate exactly what ships
         else:
@@ -60,7 +66,7 @@ def run_split(data: Part, idx: dict[str, np.ndarray], signature: dict, fast: boo
     return out
 
 
-def cross_validate(data: Part, folds: int, signature: dict, fast: bool, seed: int = 0):
+def cross_validate(data: Part, folds: int, signature: dict, hp: dict, seed: int = 0):
     """Out-of-fold scores for every example (each fold's model saw 85% of the rest for training, 15% for val).
     Folds and validation parts are drawn from the rows' ids, so adding or reordering rows does not redraw them."""
     n = len(data.y)
@@ -72,14 +78,14 @@ def cross_validate(data: Part, folds: int, signature: dict, fast: bool, seed: in
     for f in range(folds):
         rest, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         tr, va = by_id(rest, strata, ids, 0.15, seed + f)
-        for name, (s, p) in run_split(data, {"train": tr, "val": va, "test": te}, signature, fast).items():
+        for name, (s, p) in run_split(data, {"train": tr, "val": va, "test": te}, signature, hp).items():
             scores.setdefault(name, np.zeros(n))[te] = s
             probas.setdefault(name, np.zeros(n))[te] = p
             per_fold.setdefault(name, []).append(auroc(data.y[te], s))
     return scores, probas, per_fold
 
 
-def leave_one_source_out(data: Part, signature: dict, fast: bool, boot: int, min_each: int,
+def leave_one_source_out(data: Part, signature: dict, hp: dict, boot: int, min_each: int,
                          min_positives: int = 5, draws: int = 3, seed: int = 0) -> dict:
     """Every method trained without a whole knowledge source (its conversational variants included) and tested on
     it: how P(knows) behaves on questions unlike anything in training. Each held-out source is scored `draws`
@@ -95,7 +101,7 @@ def leave_one_source_out(data: Part, signature: dict, fast: bool, boot: int, min
         part, runs = data.take(test), []
         for d in range(draws):
             tr, va = by_id(rest, strata, ids, 0.15, seed + d)
-            res = run_split(data, {"train": tr, "val": va, "test": test}, signature, fast)
+            res = run_split(data, {"train": tr, "val": va, "test": test}, signature, hp)
             runs.append({m: block(part.rows, part.y, s, p, boot, min_each) for m, (s, p) in res.items()})
         out[src] = {m: _over_draws([r[m] for r in runs]) for m in runs[0]}
         print(f"held out {src}: " + "  ".join(f"{m} {v['auroc']:.3f}±{v['auroc_sd']:.3f}" for m, v in out[src].items()))
@@ -259,10 +265,10 @@ def evaluate(args: argparse.Namespace) -> dict:
                                                for s in sorted({r["source"] for r in rows})},
                                  "max_new_tokens": meta.get("max_new_tokens"), "model": signature["model_id"]},
                      "splits": {}}
-    evals, y_by_split = {}, {}
+    evals, y_by_split, hp = {}, {}, sidecar_hyperparams(shipped, args.fast)
     for name in ("random", "cross_domain"):
         idx = splits[name]
-        res = run_split(data, idx, signature, args.fast, shipped if name == "random" else None)
+        res = run_split(data, idx, signature, hp, shipped if name == "random" else None)
         test = data.take(idx["test"])
         evals[name], y_by_split[name] = res, test.y
         entry = {"n_train": len(idx["train"]), "n_val": len(idx["val"]), "methods": {}, "by_source": {}}
@@ -276,10 +282,10 @@ def evaluate(args: argparse.Namespace) -> dict:
         print(f"{name}: " + "  ".join(f"{m} {entry['methods'][m]['auroc']:.3f}" for m in res))
 
     if args.loso:
-        metrics["splits"]["loso"] = leave_one_source_out(data, signature, args.fast, args.bootstrap, args.min_each,
+        metrics["splits"]["loso"] = leave_one_source_out(data, signature, hp, args.bootstrap, args.min_each,
                                                            draws=args.loso_draws)
     if args.cv_folds:
-        scores, probas, per_fold = cross_validate(data, args.cv_folds, signature, args.fast)
+        scores, probas, per_fold = cross_validate(data, args.cv_folds, signature, hp)
         metrics["splits"]["cv"] = {"folds": args.cv_folds, "methods": {
             m: {**block(rows, y, scores[m], probas[m], args.bootstrap, args.min_each),
                 "fold_auroc_mean": float(np.mean(per_fold[m])), "fold_auroc_sd": float(np.std(per_fold[m]))}
@@ -289,8 +295,8 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     # Bands from the validation part of the random split, with the evaluated sidecar.
     val = data.take(splits["random"]["val"])
-    side = SidecarMethod(sidecar=shipped) if shipped else SidecarMethod(signature=signature, **(
-        {"seeds": 1, "epochs": 5} if args.fast else {})).fit(data.take(splits["random"]["train"]), val)
+    side = SidecarMethod(sidecar=shipped) if shipped else SidecarMethod(signature=signature, **hp).fit(
+        data.take(splits["random"]["train"]), val)
     bands = recommend_bands(val.y, side.proba(val))
     p_test = evals["random"]["sidecar"][1]
     metrics["bands"] = {**bands, "defaults": {"low": DEFAULT_BANDS[0], "high": DEFAULT_BANDS[1]},
