@@ -156,6 +156,8 @@ def _head_to_head(gate: Gate, question: str, low: float, high: float, budget: in
                                                             event.note, event.p_factual, event.factual_threshold)
                     why = "not a knowledge question, passed" if event.decision == "pass" else event.note or "no P(knows)"
                     state["seed"] = event.seed_text or f"(no seed: {why})"
+                    if event.opening:  # said to the user by the gate, before the model's reply
+                        state["seed"] += f'\n(the gate opens the answer with "{event.opening}")'
                 elif isinstance(event, Delta):
                     state[f"{side}_{'thought' if event.channel == 'reasoning' else 'answer'}"] += event.text
                 elif isinstance(event, TurnResult):
