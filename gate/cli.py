@@ -35,6 +35,8 @@ def _probe(settings: Settings, args: argparse.Namespace) -> None:
         print(f"P(knows): n/a — {view.note or 'no sidecar for this model'} (train one with python -m training.train)")
     else:
         print(f"P(knows) = {view.p_knows:.3f} → {view.decision} (bands {view.bands[0]} / {view.bands[1]})")
+        if view.opening:
+            print(f'the gate opens the reply with "{view.opening}" (policy.openings; the model does not read it)')
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> None:

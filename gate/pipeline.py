@@ -217,9 +217,9 @@ class Gate:
             yield Delta("reasoning", seed)
         yield from splitter.lead(view.opening)  # what a hidden seed decided, said to the user (policy.openings)
         steps = read.tokens(extra_ids, turn.params)
-        first, count, finish = None, 0, "length"
+        first, count, finish = None, 0, "stop" if splitter.stopped else "length"  # a stop string in the opening
         try:
-            for token_id in steps:
+            for token_id in () if splitter.stopped else steps:
                 first = first if first is not None else _ms_since(start)
                 if token_id in self.eos_ids:
                     finish = "stop"

@@ -146,6 +146,11 @@ def test_a_hidden_hedge_is_said_before_the_models_own_reply(make_gate):
     assert plain.gate.opening == "" and plain.content and result.content == f"{opening} {plain.content}"
     assert result.completion_tokens == plain.completion_tokens
     assert make_gate(0.9).probe(QUESTION).gate.opening == ""  # answer: nothing written by default
+    cut = make_gate(0.55).chat(QUESTION, TurnOverrides(mode="seed", max_tokens=12, stop=["certain"]))
+    assert cut.content == "I'm not " and cut.completion_tokens == 0 and cut.finish_reason == "stop"
+    words = plain.content.split()
+    across = make_gate(0.55).chat(QUESTION, TurnOverrides(mode="seed", max_tokens=12, stop=[f"this. {words[0]}"]))
+    assert across.content == "I'm not certain about " and across.finish_reason == "stop"  # a stop across the join
 
 
 def test_gate_mode_abstains_without_generating(make_gate, monkeypatch):

@@ -46,23 +46,30 @@ class _Segment:
         self.decoder = IncrementalDecoder(tokenizer)
         self.drop, self.lstrip, self.stop = drop, lstrip, tuple(s for s in stop if s)
         self.pending, self.started, self.stopped = "", False, False
-        self.join = ""  # put before the first text released (the space after a gate-written opening)
+        self.after_lead = False  # the model's first words follow a gate-written opening, after one space
+
+    def lead(self, text: str) -> str:
+        """Start the segment with text the model did not write; stop strings apply to it as to the rest."""
+        self.pending, self.started, self.after_lead = text, True, True
+        return self._release(final=False)
 
     def feed(self, token_id: int) -> str:
-        self.pending += self.decoder.push(token_id)
+        self._add(self.decoder.push(token_id))
         return self._release(final=False)
 
     def end(self) -> str:
-        self.pending += self.decoder.flush()
+        self._add(self.decoder.flush())
         return self._release(final=True)
 
-    def _release(self, final: bool) -> str:
-        out = self._released(final)
-        if out and self.join:
-            out, self.join = self.join + out, ""
-        return out
+    def _add(self, piece: str) -> None:
+        if self.after_lead:
+            piece = piece.lstrip()
+            if not piece:
+                return
+            piece, self.after_lead = " " + piece, False
+        self.pending += piece
 
-    def _released(self, final: bool) -> str:
+    def _release(self, final: bool) -> str:
         if self.stopped:
             return ""
         if not self.started:
@@ -119,11 +126,10 @@ class ReplySplitter:
         return out
 
     def lead(self, text: str) -> list[Delta]:
-        """Text the gate writes before the model's answer (policy.openings): shown at once, then a space before
-        the model's first words. The model never reads it, so its answer is the one it would give anyway."""
-        if text:
-            self.segment.join = " "
-        return self._emit(text)
+        """Text the gate writes before the model's answer (policy.openings): shown at once (but for what a stop
+        string could still claim), then a space before the model's first words. The model never reads it, so its
+        answer is the one it would give anyway."""
+        return self._emit(self.segment.lead(text)) if text else []
 
     def push(self, token_id: int) -> list[Delta]:
         if token_id == self.open_id:
