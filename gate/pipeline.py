@@ -180,8 +180,10 @@ class Gate:
             note = None if turn.mode == "off" else f"no sidecar for {self.engine.model_id}: not gated"
             return GateView(None, None, turn.mode, bands, None, ms, note, p_factual, turn.factual_threshold)
         decision, policy = decide(p, turn.bands, p_factual, turn.factual_threshold), self.settings.policy
-        seed = None if turn.mode == "off" else seed_text(policy.seeds, decision, p)
-        opening = opening_text(policy.openings, decision, self.engine.thinking.has_channel) if seed else ""
+        channel, seeded = self.engine.thinking.has_channel, turn.mode != "off" and decision != "pass"
+        writes = seeded and (channel or decision in self.engine.profile.prefill_seeds)  # a hidden seed, if any
+        seed = seed_text(policy.seeds, decision, p) if writes else None
+        opening = opening_text(policy.openings, decision, channel) if seeded else ""
         return GateView(p, decision, turn.mode, bands, seed, ms, None, p_factual, turn.factual_threshold, opening)
 
     def _run(self, turn: _Turn) -> Iterator[TurnEvent]:

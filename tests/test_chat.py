@@ -3,6 +3,8 @@
 No hub: the tokenizers are byte-level, built here with the special tokens of each family and a chat
 template written in that family's style.
 """
+from dataclasses import replace
+
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -129,10 +131,25 @@ def test_prefill_format_for_models_without_a_channel(engine):
 
 
 def test_hidden_prefill_never_shows_in_content(make_gate):
-    result = make_gate(0.9).chat(QUESTION, TurnOverrides(mode="seed", max_tokens=12))
-    assert result.gate.decision == "answer" and result.gate.seed_text
+    result = make_gate(0.2).chat(QUESTION, TurnOverrides(mode="seed", max_tokens=12))
+    assert result.gate.decision == "abstain" and result.gate.seed_text
     assert result.reasoning == "" and result.content and result.gate.seed_text not in result.content
     assert "P(knows)" not in result.content
+
+
+def test_a_profile_seeds_only_the_decisions_it_follows(make_gate, engine):
+    """SmolLM2's profile writes no hidden seed for answer and hedge (under one it loses answers): the reply is the
+    plain one; the config can turn them back on (model.prefill_seeds)."""
+    assert engine.profile.prefill_seeds == ("abstain",)
+    sure = make_gate(0.9).chat(QUESTION, TurnOverrides(mode="seed", max_tokens=12))
+    plain = make_gate(0.9).chat(QUESTION, TurnOverrides(mode="off", max_tokens=12))
+    assert sure.gate.decision == "answer" and sure.gate.seed_text is None and sure.content == plain.content
+    engine.profile = replace(engine.profile, prefill_seeds=("answer", "hedge", "abstain"))
+    try:
+        seeded = make_gate(0.9).chat(QUESTION, TurnOverrides(mode="seed", max_tokens=12))
+    finally:
+        engine.profile = replace(engine.profile, prefill_seeds=("abstain",))
+    assert seeded.gate.seed_text and "90%" in seeded.gate.seed_text
 
 
 def test_a_hidden_hedge_is_said_before_the_models_own_reply(make_gate):

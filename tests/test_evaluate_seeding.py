@@ -4,11 +4,13 @@ from types import SimpleNamespace
 import pytest
 
 from gate.config import Bands, Settings
+from gate.models import Profile
 from gate.engine.loading import model_slug
 from training.evaluate_seeding import (GateWords, all_pairs, evaluate, figure, frontier, head_key, markdown, run_key,
                                       score, summarise, trade_off)
 
 ABSTENTION = "No comment."
+SETTINGS_ABSTENTION = Settings().policy.abstention
 WORDS = GateWords(ABSTENTION)
 
 
@@ -89,7 +91,8 @@ def test_run_key_changes_with_what_a_reply_depends_on(tmp_path):
     ckpt = tmp_path / model_slug(settings.model.id)
     ckpt.mkdir()
     (ckpt / "weights.npz").write_bytes(b"v1")
-    gate = SimpleNamespace(settings=settings, engine=SimpleNamespace(model_id=settings.model.id, dtype="torch.float32"))
+    gate = SimpleNamespace(settings=settings, engine=SimpleNamespace(model_id=settings.model.id, dtype="torch.float32",
+                                                                       profile=Profile()))
     key = run_key(gate, 24)
     assert run_key(gate, 24) == key and run_key(gate, 32) != key
     (ckpt / "weights.npz").write_bytes(b"v2")           # a retrained sidecar
@@ -105,6 +108,10 @@ def test_run_key_changes_with_what_a_reply_depends_on(tmp_path):
     assert run_key(gate, 24) != retrained
     gate.engine.dtype = "torch.float32"
     settings.policy.abstention = "Pass."                # other texts: asked again
+    assert run_key(gate, 24) != retrained
+    settings.policy.abstention = SETTINGS_ABSTENTION
+    assert run_key(gate, 24) == retrained
+    gate.engine.profile = Profile(prefill_seeds=("abstain",))  # answers and hedges no longer seeded: asked again
     assert run_key(gate, 24) != retrained
 
 
@@ -140,7 +147,8 @@ def test_a_new_applicability_head_reprobes_without_generating(tmp_path):
         calls["probe"] += 1
         return SimpleNamespace(gate=SimpleNamespace(p_factual=0.2))
 
-    gate = SimpleNamespace(settings=settings, engine=SimpleNamespace(model_id=settings.model.id, dtype="torch.float32"),
+    gate = SimpleNamespace(settings=settings, engine=SimpleNamespace(model_id=settings.model.id, dtype="torch.float32",
+                                                                       profile=Profile()),
                            chat=chat, probe=probe)
     rows = [{"id": f"q{i}", "source": "red", "category": "c", "question": f"Q{i}?", "golds": ["A"], "label": 0}
             for i in range(3)]

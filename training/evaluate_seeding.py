@@ -102,14 +102,17 @@ GRID = tuple(round(0.05 * k, 2) for k in range(21))             # band edges the
 
 
 def run_key(gate, max_tokens: int) -> str:
-    """What a logged reply depends on besides the question: the budget, the seed texts, the sidecar's weights
-    (the seed quotes P(knows)) and the model's dtype. Not the bands or the threshold (every seed's reply is
+    """What a logged reply depends on besides the question: the budget, the seed texts, the decisions the model's
+    profile seeds as a hidden prefill, the sidecar's weights (the seed quotes P(knows)) and the model's dtype. Not the bands or the threshold (every seed's reply is
     logged, so any bands are scored from the same rows), not the openings (the model never reads them; they are
     added when scoring) and not the applicability head (`head_key`): rows logged under another run key (a
     retrained sidecar, other seeds) are asked again."""
     from gate.sidecar import FILE
     policy = gate.settings.policy.model_dump(mode="json", exclude={"bands", "factual_threshold", "mode", "openings"})
-    digest = hashlib.sha1(json.dumps([max_tokens, policy, str(gate.engine.dtype)], sort_keys=True).encode())
+    key = [max_tokens, policy, str(gate.engine.dtype)]
+    if (written := sorted(gate.engine.profile.prefill_seeds)) != sorted(SEEDED):  # all three: rows logged before stay
+        key.append(written)
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode())
     digest.update(_checkpoint(gate, FILE).read_bytes())
     return digest.hexdigest()[:16]
 

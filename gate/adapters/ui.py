@@ -154,7 +154,9 @@ def _head_to_head(gate: Gate, question: str, low: float, high: float, budget: in
                 if isinstance(event, GateView) and side == "seeded":
                     state["verdict"] = figures.verdict_html(event.p_knows, event.decision, [f"mode {event.mode}"],
                                                             event.note, event.p_factual, event.factual_threshold)
-                    why = "not a knowledge question, passed" if event.decision == "pass" else event.note or "no P(knows)"
+                    why = ("not a knowledge question, passed" if event.decision == "pass" else
+                           "this model answers it plainly, model.prefill_seeds" if event.p_knows is not None else
+                           event.note or "no P(knows)")
                     state["seed"] = event.seed_text or f"(no seed: {why})"
                     if event.opening:  # said to the user by the gate, before the model's reply
                         state["seed"] += f'\n(the gate opens the answer with "{event.opening}")'
