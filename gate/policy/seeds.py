@@ -11,6 +11,6 @@ def seed_text(seeds: Seeds, decision: Decision, p: float) -> str | None:
 
 
 def opening_text(openings: Openings, decision: Decision | None, has_channel: bool) -> str:
-    """What the gate writes before the model's reply for a seeded `decision`: only where the seed is a hidden
-    prefill (no thinking channel), so that the user sees what a thought would have shown."""
+    """What the gate writes before the model's reply for a seeded `decision`: only on a model without a thinking
+    channel (where a seed, if any, is a hidden prefill), so that the user sees what a thought would have shown."""
     return "" if has_channel or decision in (None, "pass") else getattr(openings, decision).strip()
