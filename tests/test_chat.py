@@ -137,18 +137,15 @@ def test_hidden_prefill_never_shows_in_content(make_gate):
     assert "P(knows)" not in result.content
 
 
-def test_a_profile_seeds_only_the_decisions_it_follows(make_gate, engine):
+def test_a_profile_seeds_only_the_decisions_it_follows(make_gate, engine, monkeypatch):
     """SmolLM2's profile writes no hidden seed for answer and hedge (under one it loses answers): the reply is the
     plain one; the config can turn them back on (model.prefill_seeds)."""
     assert engine.profile.prefill_seeds == ("abstain",)
     sure = make_gate(0.9).chat(QUESTION, TurnOverrides(mode="seed", max_tokens=12))
     plain = make_gate(0.9).chat(QUESTION, TurnOverrides(mode="off", max_tokens=12))
     assert sure.gate.decision == "answer" and sure.gate.seed_text is None and sure.content == plain.content
-    engine.profile = replace(engine.profile, prefill_seeds=("answer", "hedge", "abstain"))
-    try:
-        seeded = make_gate(0.9).chat(QUESTION, TurnOverrides(mode="seed", max_tokens=12))
-    finally:
-        engine.profile = replace(engine.profile, prefill_seeds=("abstain",))
+    monkeypatch.setattr(engine, "profile", replace(engine.profile, prefill_seeds=("answer", "hedge", "abstain")))
+    seeded = make_gate(0.9).chat(QUESTION, TurnOverrides(mode="seed", max_tokens=12))
     assert seeded.gate.seed_text and "90%" in seeded.gate.seed_text
 
 

@@ -6,7 +6,6 @@ import numpy as np
 from training import select_reads, store
 
 
-
 def test_every_candidate_is_scored_on_each_held_out_source(tmp_path):
     """--jobs 2 scores the candidates in two processes and still writes one row per candidate, each with a
     held-out AUROC per source that has enough known answers (three sources cut from the shipped dataset)."""

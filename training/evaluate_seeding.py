@@ -103,10 +103,10 @@ GRID = tuple(round(0.05 * k, 2) for k in range(21))             # band edges the
 
 def run_key(gate, max_tokens: int) -> str:
     """What a logged reply depends on besides the question: the budget, the seed texts, the decisions the model's
-    profile seeds as a hidden prefill, the sidecar's weights (the seed quotes P(knows)) and the model's dtype. Not the bands or the threshold (every seed's reply is
-    logged, so any bands are scored from the same rows), not the openings (the model never reads them; they are
-    added when scoring) and not the applicability head (`head_key`): rows logged under another run key (a
-    retrained sidecar, other seeds) are asked again."""
+    profile seeds as a hidden prefill, the sidecar's weights (the seed quotes P(knows)) and the model's dtype.
+    Not the bands or the threshold (every seed's reply is logged, so any bands are scored from the same rows), not
+    the openings (the model never reads them; they are added when scoring) and not the applicability head
+    (`head_key`): rows logged under another run key (a retrained sidecar, other seeds) are asked again."""
     from gate.sidecar import FILE
     policy = gate.settings.policy.model_dump(mode="json", exclude={"bands", "factual_threshold", "mode", "openings"})
     key = [max_tokens, policy, str(gate.engine.dtype)]
@@ -172,8 +172,8 @@ def outcomes(results: list[dict], words: GateWords, bands: Bands, threshold: flo
     replies = {"off": [r["replies"]["off"] for r in results],
                "seed": [r["replies"]["off" if d == "pass" else d] for r, d in zip(results, decisions)]}
     replies["gate"] = [words.abstention if d == "abstain" else s for s, d in zip(replies["seed"], decisions)]
-    shown = {"off": replies["off"], "seed": [words.shown(d, x) for x, d in zip(replies["seed"], decisions)],
-             "gate": [x if d == "abstain" else words.shown(d, x) for x, d in zip(replies["gate"], decisions)]}
+    shown = {"off": replies["off"], "seed": [words.shown(d, x) for x, d in zip(replies["seed"], decisions)]}
+    shown["gate"] = [words.abstention if d == "abstain" else s for s, d in zip(shown["seed"], decisions)]
     return {m: ([_score(x, tuple(r["golds"]), words.abstention) for x, r in zip(texts, results)],
                 [not HEDGES.search(x) for x in shown[m]]) for m, texts in replies.items()} | {"decisions": decisions}
 

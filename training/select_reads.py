@@ -10,7 +10,7 @@ over the latest user message, a per-model choice: gate/models.py). Writes select
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from multiprocessing import get_context
 
 import numpy as np
@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> dict:
     if data.feats.message.shape[1]:
         feats, signature = without_message(data.feats, meta["signature"])
         runs += [("+".join(r) + NO_MESSAGE, r, Part(data.rows, feats, data.y), signature) for r in WITHOUT_MESSAGE]
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+    pool = (ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) if args.jobs > 1
+            else ThreadPoolExecutor(1))  # one job: in this process, no start-up or copy of the data
+    with pool:
         futures = {pool.submit(_scored, part, reads, signature, args.min_positives, args.draws): name
                    for name, reads, part, signature in runs}
         for future in as_completed(futures):
